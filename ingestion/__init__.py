@@ -1,0 +1,1 @@
+"""Documents into the knowledge base: readers, chunking, idempotent upserts, the CLI."""

@@ -1,0 +1,265 @@
+"""Documents into the knowledge base: read, chunk, embed in large batches, write idempotently."""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from ingestion.chunking import chunk_document
+from ingestion.errors import UnreadableDocumentError
+from ingestion.readers import read_document
+from ingestion.settings import IngestionSettings
+from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.schema import Chunk, ChunkVectors, CollectionSpec
+from kb.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+Status = Literal["added", "unchanged", "replaced", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One document to ingest: a file on disk, or bytes already in memory (an upload)."""
+
+    doc_id: str
+    source: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    def size(self) -> int:
+        """Size in bytes, without reading the file."""
+        if self.data is not None:
+            return len(self.data)
+        assert self.path is not None
+        return self.path.stat().st_size
+
+    def read(self) -> bytes:
+        """The document's bytes."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class FileReport:
+    """What happened to one file."""
+
+    doc_id: str
+    status: Status
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What happened to a batch of files."""
+
+    files: list[FileReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        """How many files ended with this status."""
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def chunks_written(self) -> int:
+        """Chunks embedded and stored in this run."""
+        return sum(f.chunks for f in self.files if f.status in ("added", "replaced"))
+
+    def summary(self) -> dict[str, int | float]:
+        """The machine-readable summary the CLI prints with --json."""
+        return {
+            "added": self.count("added"),
+            "unchanged": self.count("unchanged"),
+            "replaced": self.count("replaced"),
+            "failed": self.count("failed"),
+            "chunks_written": self.chunks_written,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(slots=True)
+class _Prepared:
+    doc_id: str
+    status: Status
+    chunks: list[Chunk]
+
+
+def content_hash(data: bytes) -> str:
+    """The document version's identity: a hash of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class Ingestor:
+    """Reads, chunks, embeds and writes documents; re-running on unchanged files embeds nothing."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        dense: DenseEmbedder,
+        sparse: SparseEmbedder,
+        settings: IngestionSettings,
+    ) -> None:
+        self.store = store
+        self.dense = dense
+        self.sparse = sparse
+        self.settings = settings
+
+    async def ensure_collection(self, name: str, language: str | None = None) -> CollectionSpec:
+        """Create the collection if needed; an existing one keeps its language unless told."""
+        existing = await self.store.get_collection(name)
+        wanted = CollectionSpec(
+            name=name,
+            dense_size=self.dense.dimension,
+            embedding_model=self.dense.model_name,
+            language=language or (existing.language if existing else "en"),
+        )
+        return await self.store.ensure_collection(wanted)
+
+    async def ingest(
+        self,
+        files: Sequence[SourceFile],
+        collection: str,
+        language: str | None = None,
+        force: bool = False,
+        on_file: Callable[[FileReport], None] | None = None,
+    ) -> IngestReport:
+        """Ingest files into a collection; a bad file is reported and the rest go in."""
+        started = time.perf_counter()
+        spec = await self.ensure_collection(collection, language)
+        report = IngestReport()
+
+        def done(file_report: FileReport) -> None:
+            report.files.append(file_report)
+            if on_file is not None:
+                on_file(file_report)
+
+        pending: list[_Prepared] = []
+        for source in files:
+            prepared = await self._prepare(source, spec, force)
+            if isinstance(prepared, FileReport):
+                done(prepared)
+                continue
+            pending.append(prepared)
+            if sum(len(p.chunks) for p in pending) >= self.settings.embed_group_chunks:
+                for file_report in await self._write_group(pending, spec):
+                    done(file_report)
+                pending = []
+        for file_report in await self._write_group(pending, spec):
+            done(file_report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _prepare(
+        self, source: SourceFile, spec: CollectionSpec, force: bool
+    ) -> _Prepared | FileReport:
+        limits = self.settings.reader_limits()
+        try:
+            size = source.size()
+            if size > limits.max_file_bytes:
+                raise UnreadableDocumentError(
+                    f"file is {size / 2**20:.1f} MB, over the "
+                    f"{limits.max_file_bytes / 2**20:.1f} MB limit (INGEST_MAX_FILE_MB)"
+                )
+            data = await asyncio.to_thread(source.read)
+        except OSError as exc:
+            return FileReport(source.doc_id, "failed", reason=f"cannot read file: {exc.strerror}")
+        except UnreadableDocumentError as exc:
+            return FileReport(source.doc_id, "failed", reason=str(exc))
+        digest = content_hash(data)
+        versions = await self.store.document_versions(spec.name, source.doc_id)
+        current = [v for v in versions if v.content_hash == digest and v.complete]
+        if not force and current and len(versions) == 1:
+            return FileReport(source.doc_id, "unchanged", chunks=current[0].chunk_count)
+        try:
+            chunks = await asyncio.to_thread(self._chunk, source, data, digest, spec.name)
+        except UnreadableDocumentError as exc:
+            return FileReport(source.doc_id, "failed", reason=str(exc))
+        return _Prepared(source.doc_id, "replaced" if versions else "added", chunks)
+
+    def _chunk(self, source: SourceFile, data: bytes, digest: str, collection: str) -> list[Chunk]:
+        doc = read_document(source.doc_id, data, self.settings.reader_limits())
+        pieces = chunk_document(
+            doc,
+            self.dense.count_tokens,
+            self.settings.chunk_tokens,
+            self.settings.chunk_overlap_tokens,
+        )
+        now = datetime.now(UTC)
+        return [
+            Chunk(
+                doc_id=source.doc_id,
+                collection=collection,
+                title=doc.title,
+                heading_path=piece.heading_path,
+                chunk_index=index,
+                chunk_count=len(pieces),
+                text=piece.text,
+                content_hash=digest,
+                ingested_at=now,
+                source=doc.url or source.source,
+                page=piece.page,
+            )
+            for index, piece in enumerate(pieces)
+        ]
+
+    async def _write_group(
+        self, group: Sequence[_Prepared], spec: CollectionSpec
+    ) -> list[FileReport]:
+        if not group:
+            return []
+        texts = [c.embedding_text() for p in group for c in p.chunks]
+        dense = await asyncio.to_thread(self.dense.embed_passages, texts)
+        sparse = self.sparse.embed_passages(texts, spec.language)
+        reports = []
+        offset = 0
+        for prepared in group:
+            n = len(prepared.chunks)
+            points = [
+                ChunkVectors(chunk, dense[offset + i], sparse[offset + i])
+                for i, chunk in enumerate(prepared.chunks)
+            ]
+            offset += n
+            reports.append(await self._write(prepared, points, spec.name))
+        return reports
+
+    async def _write(
+        self, prepared: _Prepared, points: Sequence[ChunkVectors], collection: str
+    ) -> FileReport:
+        # New version first, old versions after: the document is never missing from search.
+        try:
+            await self.store.upsert(collection, points)
+            await self.store.delete_document(
+                collection, prepared.doc_id, keep_hash=points[0].chunk.content_hash
+            )
+        except Exception as exc:  # the batch goes on; the reason reaches the report
+            log.exception("writing %s to %s failed", prepared.doc_id, collection)
+            return FileReport(prepared.doc_id, "failed", reason=f"store error: {exc}")
+        return FileReport(prepared.doc_id, prepared.status, chunks=len(points))
+
+    async def delete(self, collection: str, doc_id: str) -> int:
+        """Remove a document from a collection; returns the number of chunks removed."""
+        return await self.store.delete_document(collection, doc_id)
+
+
+def discover(paths: Sequence[Path]) -> list[SourceFile]:
+    """Files to ingest: a file stands for itself (its id is its name); a folder contributes
+    every file under it except hidden ones (their ids are paths relative to the folder)."""
+    found: list[SourceFile] = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                relative = file.relative_to(path)
+                if any(part.startswith(".") for part in relative.parts):
+                    continue
+                found.append(SourceFile(relative.as_posix(), str(file.resolve()), path=file))
+        else:
+            found.append(SourceFile(path.name, str(path.resolve()), path=path))
+    return found

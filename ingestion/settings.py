@@ -1,0 +1,26 @@
+"""Ingestion settings (INGEST_*)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingestion.readers.base import ReaderLimits
+
+
+class IngestionSettings(BaseSettings):
+    """Limits and chunking of the ingestion pipeline."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", env_file=".env", extra="ignore")
+
+    max_file_mb: float = Field(default=50.0, gt=0)
+    max_unzipped_mb: float = Field(default=200.0, gt=0)
+    chunk_tokens: int = Field(default=200, ge=32)
+    chunk_overlap_tokens: int = Field(default=32, ge=0)
+    # Chunks embedded together: bigger batches sort by length better and pad less.
+    embed_group_chunks: int = Field(default=512, ge=1)
+
+    def reader_limits(self) -> ReaderLimits:
+        """The readers' guards from these settings."""
+        return ReaderLimits(
+            max_file_bytes=int(self.max_file_mb * 1024 * 1024),
+            max_unzipped_bytes=int(self.max_unzipped_mb * 1024 * 1024),
+        )

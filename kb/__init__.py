@@ -1,0 +1,1 @@
+"""The knowledge base: chunk schema, embedders, vector stores and hybrid search."""

@@ -1,0 +1,263 @@
+"""Embedded adapter: Qdrant Edge shards in process, one shard folder per collection."""
+
+import asyncio
+import fcntl
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import qdrant_edge as qe
+
+from kb.errors import CollectionNotFoundError, StoreLockedError
+from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.store import (
+    DENSE,
+    DOCUMENT_FIELDS,
+    INDEXED_INTEGERS,
+    INDEXED_KEYWORDS,
+    SPARSE,
+    check_compatible,
+    collect_documents,
+    spec_to_dict,
+    validate_collection_name,
+)
+
+_SPEC_FILE = "collection.json"
+_SCROLL_PAGE = 1000
+
+
+def doc_filter(doc_ids: Sequence[str] | None = None, doc_id: str | None = None) -> qe.Filter | None:
+    """A filter on document ids, or None for no filter."""
+    if doc_id is not None:
+        return qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue(value=doc_id))])
+    if doc_ids is not None:
+        return qe.Filter(
+            must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(any=list(doc_ids)))]
+        )
+    return None
+
+
+class EdgeStore:
+    """Qdrant Edge under one folder; the folder is locked so only one process writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self._root = path
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._acquire_lock(path)
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._specs: dict[str, CollectionSpec] = {}
+        # Edge shards are thread-safe for reads; writes and shard opening are serialised.
+        self._write_lock = threading.Lock()
+
+    @staticmethod
+    def _acquire_lock(path: Path) -> IO[str]:
+        handle = (path / ".lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreLockedError(
+                f"the embedded Qdrant store at {path} is in use by another process "
+                "(the bot, or another ingestion run). Stop that process first, or run "
+                "Qdrant as a server and set QDRANT_URL so several processes can share it."
+            ) from None
+        return handle
+
+    def _open(self, name: str) -> qe.EdgeShard:
+        shard = self._shards.get(name)
+        if shard is not None:
+            return shard
+        with self._write_lock:
+            if name not in self._shards:
+                if self._read_spec(name) is None:
+                    raise CollectionNotFoundError(f"collection {name!r} does not exist")
+                self._shards[name] = qe.EdgeShard.load(str(self._root / name / "shard"))
+            return self._shards[name]
+
+    def _read_spec(self, name: str) -> CollectionSpec | None:
+        # The name becomes a path under the root: reject it before touching the disk.
+        validate_collection_name(name)
+        if name in self._specs:
+            return self._specs[name]
+        spec_path = self._root / name / _SPEC_FILE
+        if not spec_path.is_file():
+            return None
+        spec = CollectionSpec(**json.loads(spec_path.read_text(encoding="utf-8")))
+        self._specs[name] = spec
+        return spec
+
+    def _ensure(self, spec: CollectionSpec) -> CollectionSpec:
+        validate_collection_name(spec.name)
+        with self._write_lock:
+            existing = self._read_spec(spec.name)
+            if existing is not None:
+                check_compatible(existing, spec)
+                return existing
+            folder = self._root / spec.name
+            config = qe.EdgeConfig(
+                vectors={
+                    DENSE: qe.EdgeVectorParams(size=spec.dense_size, distance=qe.Distance.Cosine)
+                },
+                sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            )
+            shard = qe.EdgeShard.create(str(folder / "shard"), config)
+            for key in INDEXED_KEYWORDS:
+                shard.update(
+                    qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
+                )
+            for key in INDEXED_INTEGERS:
+                shard.update(
+                    qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Integer)
+                )
+            shard.flush()
+            # The spec is written last: a folder without it is an unfinished creation.
+            tmp = folder / f"{_SPEC_FILE}.tmp"
+            tmp.write_text(json.dumps(spec_to_dict(spec)), encoding="utf-8")
+            tmp.replace(folder / _SPEC_FILE)
+            self._shards[spec.name] = shard
+            self._specs[spec.name] = spec
+            return spec
+
+    async def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
+        """Create the collection's shard if missing; return the stored spec."""
+        return await asyncio.to_thread(self._ensure, spec)
+
+    async def get_collection(self, name: str) -> CollectionSpec | None:
+        """The collection's spec, or None."""
+        return await asyncio.to_thread(self._read_spec, name)
+
+    async def list_collections(self) -> list[str]:
+        """Collections are the sub-folders that carry a spec file."""
+        return sorted(p.parent.name for p in self._root.glob(f"*/{_SPEC_FILE}"))
+
+    def _upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
+        shard = self._open(collection)
+        edge_points = [
+            qe.Point(
+                id=p.chunk.point_id,
+                vector={
+                    DENSE: list(p.dense),
+                    SPARSE: qe.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+                },
+                payload=p.chunk.to_payload(),
+            )
+            for p in points
+        ]
+        with self._write_lock:
+            shard.update(qe.UpdateOperation.upsert_points(edge_points))
+
+    async def upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
+        """Insert or overwrite points."""
+        if points:
+            await asyncio.to_thread(self._upsert, collection, points)
+
+    def _delete(self, collection: str, doc_id: str, keep_hash: str | None) -> int:
+        shard = self._open(collection)
+        must: list[Any] = [qe.FieldCondition(key="doc_id", match=qe.MatchValue(value=doc_id))]
+        must_not: list[Any] = []
+        if keep_hash is not None:
+            must_not.append(
+                qe.FieldCondition(key="content_hash", match=qe.MatchValue(value=keep_hash))
+            )
+        flt = qe.Filter(must=must, must_not=must_not or None)
+        with self._write_lock:
+            count = shard.count(qe.CountRequest(filter=flt, exact=True))
+            if count:
+                shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+        return count
+
+    async def delete_document(
+        self, collection: str, doc_id: str, keep_hash: str | None = None
+    ) -> int:
+        """Delete a document's points (but version keep_hash)."""
+        return await asyncio.to_thread(self._delete, collection, doc_id, keep_hash)
+
+    def _scroll_payloads(self, collection: str, flt: qe.Filter | None) -> list[dict[str, Any]]:
+        shard = self._open(collection)
+        payloads: list[dict[str, Any]] = []
+        offset = None
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset,
+                    limit=_SCROLL_PAGE,
+                    filter=flt,
+                    with_payload=qe.PayloadSelector.Include(DOCUMENT_FIELDS),
+                    with_vector=False,
+                )
+            )
+            payloads.extend(r.payload or {} for r in records)
+            if offset is None:
+                return payloads
+
+    async def document_versions(self, collection: str, doc_id: str) -> list[DocumentInfo]:
+        """Each stored version of one document."""
+        payloads = await asyncio.to_thread(
+            self._scroll_payloads, collection, doc_filter(doc_id=doc_id)
+        )
+        return collect_documents(payloads)
+
+    async def list_documents(self, collection: str) -> list[DocumentInfo]:
+        """All documents of a collection."""
+        return collect_documents(await asyncio.to_thread(self._scroll_payloads, collection, None))
+
+    def _search(
+        self,
+        collection: str,
+        dense: Sequence[float],
+        sparse: SparseVector,
+        limit: int,
+        doc_ids: Sequence[str] | None,
+    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
+        shard = self._open(collection)
+        flt = doc_filter(doc_ids=doc_ids)
+        requests = [
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(list(dense), using=DENSE),
+                filter=flt,
+                with_payload=True,
+            ),
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(
+                    qe.SparseVector(indices=sparse.indices, values=sparse.values), using=SPARSE
+                ),
+                filter=flt,
+                with_payload=True,
+            ),
+        ]
+        dense_hits, sparse_hits = shard.query_batch(qe.QueryBatchRequest(queries=requests))
+        return _scored(dense_hits), _scored(sparse_hits)
+
+    async def search(
+        self,
+        collection: str,
+        dense: Sequence[float],
+        sparse: SparseVector,
+        limit: int,
+        doc_ids: Sequence[str] | None = None,
+    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
+        """Dense and BM25 candidates from one batched query."""
+        return await asyncio.to_thread(self._search, collection, dense, sparse, limit, doc_ids)
+
+    def close_sync(self) -> None:
+        """Flush and close every shard, then release the folder lock."""
+        with self._write_lock:
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    async def close(self) -> None:
+        """Flush, close and unlock."""
+        await asyncio.to_thread(self.close_sync)
+
+
+def _scored(points: Sequence[qe.ScoredPoint]) -> list[ScoredChunk]:
+    return [ScoredChunk(Chunk.from_payload(p.payload or {}), float(p.score)) for p in points]

@@ -1,0 +1,133 @@
+"""The chunk schema: what one point in a collection carries, and what search returns."""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Fixed namespace so a chunk's point id is the same on every machine and every run.
+_POINT_NAMESPACE = uuid.UUID("6f1c2d5e-8a47-4b0e-9d3a-2f6b7c8e9a10")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a document, as stored in a collection and cited in answers."""
+
+    doc_id: str
+    collection: str
+    title: str
+    heading_path: tuple[str, ...]
+    chunk_index: int
+    chunk_count: int
+    text: str
+    content_hash: str
+    ingested_at: datetime
+    source: str
+    page: int | None = None
+    # Room for access metadata (readers, owners) without a schema change.
+    access: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def point_id(self) -> str:
+        """Deterministic id: the same document version always maps to the same points."""
+        key = f"{self.collection}\x1f{self.doc_id}\x1f{self.content_hash}\x1f{self.chunk_index}"
+        return str(uuid.uuid5(_POINT_NAMESPACE, key))
+
+    def context_line(self) -> str:
+        """Title and heading path, the context a chunk is embedded and cited with."""
+        parts = [self.title, *(h for h in self.heading_path if h != self.title)]
+        return " > ".join(p for p in parts if p)
+
+    def embedding_text(self) -> str:
+        """The text the dense and sparse vectors are computed from."""
+        context = self.context_line()
+        return f"{context}\n{self.text}" if context else self.text
+
+    def to_payload(self) -> dict[str, Any]:
+        """Payload for Qdrant: plain JSON types only."""
+        return {
+            "doc_id": self.doc_id,
+            "collection": self.collection,
+            "title": self.title,
+            "heading_path": list(self.heading_path),
+            "chunk_index": self.chunk_index,
+            "chunk_count": self.chunk_count,
+            "text": self.text,
+            "content_hash": self.content_hash,
+            "ingested_at": self.ingested_at.isoformat(),
+            "source": self.source,
+            "page": self.page,
+            "access": dict(self.access),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "Chunk":
+        """Rebuild a chunk from a stored payload."""
+        return cls(
+            doc_id=payload["doc_id"],
+            collection=payload["collection"],
+            title=payload["title"],
+            heading_path=tuple(payload.get("heading_path") or ()),
+            chunk_index=int(payload["chunk_index"]),
+            chunk_count=int(payload["chunk_count"]),
+            text=payload["text"],
+            content_hash=payload["content_hash"],
+            ingested_at=datetime.fromisoformat(payload["ingested_at"]),
+            source=payload["source"],
+            page=payload.get("page"),
+            access=payload.get("access") or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """A BM25 vector: token ids and weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkVectors:
+    """A chunk ready to store: its dense and sparse vectors."""
+
+    chunk: Chunk
+    dense: list[float]
+    sparse: SparseVector
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """A search result: the chunk and its score (retriever score, or fused score)."""
+
+    chunk: Chunk
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """What a collection holds of one document."""
+
+    doc_id: str
+    title: str
+    source: str
+    content_hash: str
+    chunk_count: int
+    stored_chunks: int
+    ingested_at: datetime
+
+    @property
+    def complete(self) -> bool:
+        """True when every chunk of one version is stored (no interrupted write)."""
+        return self.stored_chunks == self.chunk_count
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    """A collection's fixed properties: they decide how its vectors are made."""
+
+    name: str
+    dense_size: int
+    embedding_model: str
+    language: str = "en"

@@ -1,0 +1,44 @@
+"""Settings of the knowledge base, one class per concern (QDRANT_*, EMBEDDING_*, SEARCH_*)."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Language = Literal["en", "ru"]
+
+
+class QdrantSettings(BaseSettings):
+    """Where vectors live: the embedded Qdrant Edge folder, or a Qdrant server when url is set."""
+
+    model_config = SettingsConfigDict(env_prefix="QDRANT_", env_file=".env", extra="ignore")
+
+    url: str | None = None
+    api_key: SecretStr | None = None
+    path: Path = Path("./data/qdrant")
+    shard_number: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class EmbeddingSettings(BaseSettings):
+    """The dense embedding model; an empty model means the bundled all-MiniLM-L6-v2."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDDING_", env_file=".env", extra="ignore")
+
+    model: str = ""
+    device: str = "cpu"
+    batch_size: int = Field(default=32, ge=1)
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    max_seq_length: int | None = Field(default=None, ge=16)
+
+
+class SearchSettings(BaseSettings):
+    """Hybrid search: how many candidates each retriever brings and how they are fused."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", env_file=".env", extra="ignore")
+
+    candidates: int = Field(default=50, ge=1, le=1000)
+    dense_weight: float = Field(default=0.7, ge=0.0, le=1.0)

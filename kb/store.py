@@ -1,0 +1,129 @@
+"""The vector store port: what ingestion and search need from Qdrant, embedded or server."""
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from kb.errors import CollectionMismatchError
+from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+DENSE = "dense"
+SPARSE = "bm25"
+# Payload fields that get an index: filters by document and listing by first chunk.
+INDEXED_KEYWORDS = ("doc_id", "content_hash")
+INDEXED_INTEGERS = ("chunk_index",)
+# Only these payload fields are read back when listing documents.
+DOCUMENT_FIELDS = ["doc_id", "title", "source", "content_hash", "chunk_count", "ingested_at"]
+
+
+class VectorStore(Protocol):
+    """One small protocol, two adapters: Qdrant Edge in process, and a Qdrant server."""
+
+    async def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
+        """Create the collection if missing; return the stored spec (which wins if it exists)."""
+        ...
+
+    async def get_collection(self, name: str) -> CollectionSpec | None:
+        """The collection's spec, or None when it does not exist."""
+        ...
+
+    async def list_collections(self) -> list[str]:
+        """Names of all collections, sorted."""
+        ...
+
+    async def upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
+        """Insert or overwrite points (keyed by each chunk's deterministic point id)."""
+        ...
+
+    async def delete_document(
+        self, collection: str, doc_id: str, keep_hash: str | None = None
+    ) -> int:
+        """Delete a document's points, except those of version keep_hash; return how many."""
+        ...
+
+    async def document_versions(self, collection: str, doc_id: str) -> list[DocumentInfo]:
+        """Each stored version (content hash) of a document, with how many chunks it has."""
+        ...
+
+    async def list_documents(self, collection: str) -> list[DocumentInfo]:
+        """The documents of a collection, sorted by id (one entry per stored version)."""
+        ...
+
+    async def search(
+        self,
+        collection: str,
+        dense: Sequence[float],
+        sparse: SparseVector,
+        limit: int,
+        doc_ids: Sequence[str] | None = None,
+    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
+        """Dense and BM25 candidates in one round trip, each best first, raw scores."""
+        ...
+
+    async def close(self) -> None:
+        """Release files, locks and connections."""
+        ...
+
+
+def collect_documents(payloads: Sequence[dict[str, object]]) -> list[DocumentInfo]:
+    """Group point payloads (DOCUMENT_FIELDS) into one DocumentInfo per document version."""
+    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for payload in payloads:
+        key = (str(payload["doc_id"]), str(payload["content_hash"]))
+        groups.setdefault(key, []).append(payload)
+    infos = []
+    for (doc_id, content_hash), members in groups.items():
+        first = members[0]
+        infos.append(
+            DocumentInfo(
+                doc_id=doc_id,
+                title=str(first["title"]),
+                source=str(first["source"]),
+                content_hash=content_hash,
+                chunk_count=int(str(first["chunk_count"])),
+                stored_chunks=len(members),
+                ingested_at=datetime.fromisoformat(str(first["ingested_at"])),
+            )
+        )
+    return sorted(infos, key=lambda info: (info.doc_id, info.ingested_at))
+
+
+def validate_collection_name(name: str) -> str:
+    """Collection names become folder names and URL parts: keep them to a safe alphabet."""
+    if not _COLLECTION_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
+    """A collection spec as JSON-ready data."""
+    return {
+        "name": spec.name,
+        "dense_size": spec.dense_size,
+        "embedding_model": spec.embedding_model,
+        "language": spec.language,
+    }
+
+
+def check_compatible(existing: CollectionSpec, wanted: CollectionSpec) -> None:
+    """A collection keeps the model and language it was built with: mixing breaks search."""
+    if (existing.dense_size, existing.embedding_model) != (
+        wanted.dense_size,
+        wanted.embedding_model,
+    ):
+        raise CollectionMismatchError(
+            f"collection {existing.name!r} was built with embedding model "
+            f"{existing.embedding_model!r} ({existing.dense_size} dims), not "
+            f"{wanted.embedding_model!r} ({wanted.dense_size} dims): use that model, "
+            "or ingest into a new collection"
+        )
+    if existing.language != wanted.language:
+        raise CollectionMismatchError(
+            f"collection {existing.name!r} uses BM25 language {existing.language!r}, "
+            f"not {wanted.language!r}: omit --language, or use a new collection"
+        )
