@@ -5,7 +5,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -14,13 +14,17 @@ from ingestion.chunking import chunk_document
 from ingestion.errors import UnreadableDocumentError
 from ingestion.readers import read_document
 from ingestion.settings import IngestionSettings
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, SparseEmbedder, document_vector
 from kb.schema import Chunk, ChunkVectors, CollectionSpec
 from kb.store import VectorStore
 
 log = logging.getLogger(__name__)
 
 Status = Literal["added", "unchanged", "replaced", "failed"]
+# [CLS] and [SEP] (or their kind) take two places of the model's window.
+_SPECIAL_TOKENS = 2
+_MIN_CHUNK_TOKENS = 64
+_MIN_BM25_AVG_LEN = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,9 @@ class _Prepared:
     doc_id: str
     status: Status
     chunks: list[Chunk]
+    # Points of this same version beyond the new chunk count exist (chunked differently before,
+    # e.g. other chunk settings with --force): same ids cannot replace them, so purge first.
+    purge: bool = False
 
 
 def content_hash(data: bytes) -> str:
@@ -142,6 +149,15 @@ class Ingestor:
                 on_file(file_report)
 
         pending: list[_Prepared] = []
+
+        async def write_pending() -> None:
+            nonlocal spec
+            if pending and spec.bm25_avg_len is None:
+                spec = await self._calibrate(spec, pending)
+            for file_report in await self._write_group(pending, spec):
+                done(file_report)
+            pending.clear()
+
         for source in files:
             prepared = await self._prepare(source, spec, force)
             if isinstance(prepared, FileReport):
@@ -149,11 +165,8 @@ class Ingestor:
                 continue
             pending.append(prepared)
             if sum(len(p.chunks) for p in pending) >= self.settings.embed_group_chunks:
-                for file_report in await self._write_group(pending, spec):
-                    done(file_report)
-                pending = []
-        for file_report in await self._write_group(pending, spec):
-            done(file_report)
+                await write_pending()
+        await write_pending()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -179,17 +192,31 @@ class Ingestor:
         if not force and current and len(versions) == 1:
             return FileReport(source.doc_id, "unchanged", chunks=current[0].chunk_count)
         try:
-            chunks = await asyncio.to_thread(self._chunk, source, data, digest, spec.name)
+            chunks = await asyncio.to_thread(self.chunk, source, data, spec.name)
         except UnreadableDocumentError as exc:
             return FileReport(source.doc_id, "failed", reason=str(exc))
-        return _Prepared(source.doc_id, "replaced" if versions else "added", chunks)
+        stale = any(
+            v.content_hash == digest and max(v.chunk_count, v.stored_chunks) > len(chunks)
+            for v in versions
+        )
+        return _Prepared(source.doc_id, "replaced" if versions else "added", chunks, stale)
 
-    def _chunk(self, source: SourceFile, data: bytes, digest: str, collection: str) -> list[Chunk]:
+    def chunk_budget(self, title: str) -> int:
+        """Tokens of text per chunk: as set, or what fits the model's window after the title
+        line it is embedded with (the model would cut off anything longer)."""
+        if self.settings.chunk_tokens is not None:
+            return self.settings.chunk_tokens
+        room = self.dense.max_tokens - self.dense.count_tokens(title) - _SPECIAL_TOKENS
+        return max(_MIN_CHUNK_TOKENS, room)
+
+    def chunk(self, source: SourceFile, data: bytes, collection: str) -> list[Chunk]:
+        """Read and chunk one document (blocking); raises UnreadableDocumentError."""
+        digest = content_hash(data)
         doc = read_document(source.doc_id, data, self.settings.reader_limits())
         pieces = chunk_document(
             doc,
             self.dense.count_tokens,
-            self.settings.chunk_tokens,
+            self.chunk_budget(doc.title),
             self.settings.chunk_overlap_tokens,
         )
         now = datetime.now(UTC)
@@ -217,24 +244,35 @@ class Ingestor:
             return []
         texts = [c.embedding_text() for p in group for c in p.chunks]
         dense = await asyncio.to_thread(self.dense.embed_passages, texts)
-        sparse = self.sparse.embed_passages(texts, spec.language)
+        sparse = self.sparse.embed_passages(texts, spec.language, spec.bm25_avg_len)
         reports = []
         offset = 0
         for prepared in group:
             n = len(prepared.chunks)
+            doc = document_vector(dense[offset : offset + n])
             points = [
-                ChunkVectors(chunk, dense[offset + i], sparse[offset + i])
+                ChunkVectors(chunk, dense[offset + i], sparse[offset + i], doc)
                 for i, chunk in enumerate(prepared.chunks)
             ]
             offset += n
             reports.append(await self._write(prepared, points, spec.name))
         return reports
 
+    async def _calibrate(self, spec: CollectionSpec, group: Sequence[_Prepared]) -> CollectionSpec:
+        """Measure BM25's average chunk length on the first chunks a collection receives."""
+        texts = [c.embedding_text() for p in group for c in p.chunks]
+        length = self.sparse.average_length(texts, spec.language)
+        calibrated = replace(spec, bm25_avg_len=round(max(_MIN_BM25_AVG_LEN, length), 1))
+        await self.store.update_collection(calibrated)
+        return calibrated
+
     async def _write(
         self, prepared: _Prepared, points: Sequence[ChunkVectors], collection: str
     ) -> FileReport:
         # New version first, old versions after: the document is never missing from search.
         try:
+            if prepared.purge:
+                await self.store.delete_document(collection, prepared.doc_id)
             await self.store.upsert(collection, points)
             await self.store.delete_document(
                 collection, prepared.doc_id, keep_hash=points[0].chunk.content_hash

@@ -13,7 +13,8 @@ class IngestionSettings(BaseSettings):
 
     max_file_mb: float = Field(default=50.0, gt=0)
     max_unzipped_mb: float = Field(default=200.0, gt=0)
-    chunk_tokens: int = Field(default=200, ge=32)
+    # Tokens of text per chunk; unset means the embedding model's window less the title line.
+    chunk_tokens: int | None = Field(default=None, ge=32)
     chunk_overlap_tokens: int = Field(default=32, ge=0)
     # Chunks embedded together: bigger batches sort by length better and pad less.
     embed_group_chunks: int = Field(default=512, ge=1)

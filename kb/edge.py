@@ -14,6 +14,7 @@ from kb.errors import CollectionNotFoundError, StoreLockedError
 from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
 from kb.store import (
     DENSE,
+    DOC,
     DOCUMENT_FIELDS,
     INDEXED_INTEGERS,
     INDEXED_KEYWORDS,
@@ -26,6 +27,9 @@ from kb.store import (
 
 _SPEC_FILE = "collection.json"
 _SCROLL_PAGE = 1000
+# One search thread: a knowledge base's shard is small enough to scan in one, and idle pool
+# threads spin on the cores the embedding model needs for the next query.
+SEARCH_THREADS = 1
 
 
 def doc_filter(doc_ids: Sequence[str] | None = None, doc_id: str | None = None) -> qe.Filter | None:
@@ -37,6 +41,18 @@ def doc_filter(doc_ids: Sequence[str] | None = None, doc_id: str | None = None) 
             must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(any=list(doc_ids)))]
         )
     return None
+
+
+def _shard_config(spec: CollectionSpec) -> qe.EdgeConfig:
+    """The shard layout of a collection: chunk and document vectors, BM25 with IDF."""
+    return qe.EdgeConfig(
+        vectors={
+            name: qe.EdgeVectorParams(size=spec.dense_size, distance=qe.Distance.Cosine)
+            for name in (DENSE, DOC)
+        },
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        max_search_threads=SEARCH_THREADS,
+    )
 
 
 class EdgeStore:
@@ -71,9 +87,14 @@ class EdgeStore:
             return shard
         with self._write_lock:
             if name not in self._shards:
-                if self._read_spec(name) is None:
+                spec = self._read_spec(name)
+                if spec is None:
                     raise CollectionNotFoundError(f"collection {name!r} does not exist")
-                self._shards[name] = qe.EdgeShard.load(str(self._root / name / "shard"))
+                # This Edge build refuses an EdgeConfig without vectors, even to load a shard:
+                # pass the full config (also checked against the shard's own).
+                self._shards[name] = qe.EdgeShard.load(
+                    str(self._root / name / "shard"), _shard_config(spec)
+                )
             return self._shards[name]
 
     def _read_spec(self, name: str) -> CollectionSpec | None:
@@ -96,13 +117,7 @@ class EdgeStore:
                 check_compatible(existing, spec)
                 return existing
             folder = self._root / spec.name
-            config = qe.EdgeConfig(
-                vectors={
-                    DENSE: qe.EdgeVectorParams(size=spec.dense_size, distance=qe.Distance.Cosine)
-                },
-                sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            )
-            shard = qe.EdgeShard.create(str(folder / "shard"), config)
+            shard = qe.EdgeShard.create(str(folder / "shard"), _shard_config(spec))
             for key in INDEXED_KEYWORDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
@@ -113,11 +128,8 @@ class EdgeStore:
                 )
             shard.flush()
             # The spec is written last: a folder without it is an unfinished creation.
-            tmp = folder / f"{_SPEC_FILE}.tmp"
-            tmp.write_text(json.dumps(spec_to_dict(spec)), encoding="utf-8")
-            tmp.replace(folder / _SPEC_FILE)
+            self._write_spec(spec)
             self._shards[spec.name] = shard
-            self._specs[spec.name] = spec
             return spec
 
     async def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
@@ -127,6 +139,19 @@ class EdgeStore:
     async def get_collection(self, name: str) -> CollectionSpec | None:
         """The collection's spec, or None."""
         return await asyncio.to_thread(self._read_spec, name)
+
+    def _write_spec(self, spec: CollectionSpec) -> None:
+        folder = self._root / spec.name
+        tmp = folder / f"{_SPEC_FILE}.tmp"
+        tmp.write_text(json.dumps(spec_to_dict(spec)), encoding="utf-8")
+        tmp.replace(folder / _SPEC_FILE)
+        self._specs[spec.name] = spec
+
+    async def update_collection(self, spec: CollectionSpec) -> None:
+        """Rewrite the collection's spec file (atomically)."""
+        if await self.get_collection(spec.name) is None:
+            raise CollectionNotFoundError(f"collection {spec.name!r} does not exist")
+        await asyncio.to_thread(self._write_spec, spec)
 
     async def list_collections(self) -> list[str]:
         """Collections are the sub-folders that carry a spec file."""
@@ -139,6 +164,7 @@ class EdgeStore:
                 id=p.chunk.point_id,
                 vector={
                     DENSE: list(p.dense),
+                    DOC: list(p.doc),
                     SPARSE: qe.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
                 },
                 payload=p.chunk.to_payload(),
@@ -219,6 +245,7 @@ class EdgeStore:
                 query=qe.Query.Nearest(list(dense), using=DENSE),
                 filter=flt,
                 with_payload=True,
+                with_vector=[DOC],
             ),
             qe.QueryRequest(
                 limit=limit,
@@ -227,6 +254,7 @@ class EdgeStore:
                 ),
                 filter=flt,
                 with_payload=True,
+                with_vector=[DENSE, DOC],
             ),
         ]
         dense_hits, sparse_hits = shard.query_batch(qe.QueryBatchRequest(queries=requests))
@@ -260,4 +288,15 @@ class EdgeStore:
 
 
 def _scored(points: Sequence[qe.ScoredPoint]) -> list[ScoredChunk]:
-    return [ScoredChunk(Chunk.from_payload(p.payload or {}), float(p.score)) for p in points]
+    return [_scored_point(p.payload or {}, p.score, p.vector) for p in points]
+
+
+def _scored_point(payload: dict[str, Any], score: float, vector: object) -> ScoredChunk:
+    vectors = vector if isinstance(vector, dict) else {}
+    dense, doc = vectors.get(DENSE), vectors.get(DOC)
+    return ScoredChunk(
+        Chunk.from_payload(payload),
+        float(score),
+        dense=list(dense) if isinstance(dense, list) else None,
+        doc=list(doc) if isinstance(doc, list) else None,
+    )

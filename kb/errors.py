@@ -15,3 +15,7 @@ class CollectionNotFoundError(KBError):
 
 class CollectionMismatchError(KBError):
     """An existing collection was built with another embedding model or vector size."""
+
+
+class ConfigurationError(KBError):
+    """A setting has a bad value; the message names the environment variable."""

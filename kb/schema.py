@@ -90,19 +90,24 @@ class SparseVector:
 
 @dataclass(frozen=True, slots=True)
 class ChunkVectors:
-    """A chunk ready to store: its dense and sparse vectors."""
+    """A chunk ready to store: its own dense vector, its document's (the normalized mean of
+    the document's chunk vectors) and its BM25 vector."""
 
     chunk: Chunk
     dense: list[float]
     sparse: SparseVector
+    doc: list[float]
 
 
 @dataclass(frozen=True, slots=True)
 class ScoredChunk:
-    """A search result: the chunk and its score (retriever score, or fused score)."""
+    """A search result: the chunk and its score (retriever score, or fused score); a store
+    also returns the chunk's dense and document vectors so scores can be completed."""
 
     chunk: Chunk
     score: float
+    dense: list[float] | None = None
+    doc: list[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +136,6 @@ class CollectionSpec:
     dense_size: int
     embedding_model: str
     language: str = "en"
+    # BM25's average chunk length in its own tokens, measured on the first ingestion: length
+    # normalisation is only right when it matches the collection's real chunks.
+    bm25_avg_len: float | None = None

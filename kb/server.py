@@ -3,7 +3,7 @@
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
@@ -13,6 +13,7 @@ from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredC
 from kb.settings import QdrantSettings
 from kb.store import (
     DENSE,
+    DOC,
     DOCUMENT_FIELDS,
     INDEXED_INTEGERS,
     INDEXED_KEYWORDS,
@@ -114,6 +115,7 @@ class ServerStore:
             dense_size=int(stored["dense_size"]),
             embedding_model=str(stored["embedding_model"]),
             language=str(stored["language"]),
+            bm25_avg_len=_optional_float(stored.get("bm25_avg_len")),
         )
 
     async def _create_indexes(self, name: str, fields: Sequence[str]) -> None:
@@ -143,14 +145,13 @@ class ServerStore:
             ]
             await self._create_indexes(spec.name, missing)
             return existing
-        stored = {k: v for k, v in spec_to_dict(spec).items() if k in _SPEC_FIELDS}
+        stored = _stored_spec(spec)
         try:
             await self._client.create_collection(
                 spec.name,
                 vectors_config={
-                    DENSE: models.VectorParams(
-                        size=spec.dense_size, distance=models.Distance.COSINE
-                    )
+                    name: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)
+                    for name in (DENSE, DOC)
                 },
                 sparse_vectors_config={
                     SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
@@ -166,6 +167,13 @@ class ServerStore:
             return await self.ensure_collection(spec)
         await self._create_indexes(spec.name, (*INDEXED_KEYWORDS, *INDEXED_INTEGERS))
         return spec
+
+    async def update_collection(self, spec: CollectionSpec) -> None:
+        """Rewrite the spec in the collection's metadata."""
+        async with self._existing(spec.name):
+            await self._client.update_collection(
+                spec.name, metadata={SPEC_METADATA_KEY: _stored_spec(spec)}
+            )
 
     async def get_collection(self, name: str) -> CollectionSpec | None:
         """The collection's spec (from its metadata), or None when it does not exist."""
@@ -186,6 +194,7 @@ class ServerStore:
                         id=p.chunk.point_id,
                         vector={
                             DENSE: list(p.dense),
+                            DOC: list(p.doc),
                             SPARSE: models.SparseVector(
                                 indices=list(p.sparse.indices), values=list(p.sparse.values)
                             ),
@@ -256,7 +265,12 @@ class ServerStore:
         flt = doc_filter(doc_ids=doc_ids)
         requests = [
             models.QueryRequest(
-                query=list(dense), using=DENSE, filter=flt, limit=limit, with_payload=True
+                query=list(dense),
+                using=DENSE,
+                filter=flt,
+                limit=limit,
+                with_payload=True,
+                with_vector=[DOC],
             ),
             models.QueryRequest(
                 query=models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
@@ -264,6 +278,7 @@ class ServerStore:
                 filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vector=[DENSE, DOC],
             ),
         ]
         async with self._existing(collection):
@@ -278,4 +293,24 @@ class ServerStore:
 
 
 def _scored(points: Sequence[models.ScoredPoint]) -> list[ScoredChunk]:
-    return [ScoredChunk(Chunk.from_payload(p.payload or {}), float(p.score)) for p in points]
+    result = []
+    for p in points:
+        vectors = p.vector if isinstance(p.vector, dict) else {}
+        dense, doc = vectors.get(DENSE), vectors.get(DOC)
+        result.append(
+            ScoredChunk(
+                Chunk.from_payload(p.payload or {}),
+                float(p.score),
+                dense=cast(list[float], dense) if isinstance(dense, list) else None,
+                doc=cast(list[float], doc) if isinstance(doc, list) else None,
+            )
+        )
+    return result
+
+
+def _stored_spec(spec: CollectionSpec) -> dict[str, object]:
+    return {k: v for k, v in spec_to_dict(spec).items() if k != "name"}
+
+
+def _optional_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

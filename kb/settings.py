@@ -1,12 +1,14 @@
 """Settings of the knowledge base, one class per concern (QDRANT_*, EMBEDDING_*, SEARCH_*)."""
 
 from pathlib import Path
-from typing import Literal
+from typing import TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Language = Literal["en", "ru"]
+from kb.errors import ConfigurationError
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class QdrantSettings(BaseSettings):
@@ -41,4 +43,20 @@ class SearchSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", env_file=".env", extra="ignore")
 
     candidates: int = Field(default=50, ge=1, le=1000)
-    dense_weight: float = Field(default=0.7, ge=0.0, le=1.0)
+    # Share of the meaning (dense) part in the fused score; the rest is BM25.
+    dense_weight: float = Field(default=0.9, ge=0.0, le=1.0)
+    # Weight of the document's similarity next to the chunk's own (1.0: equal).
+    document_weight: float = Field(default=1.0, ge=0.0)
+
+
+def load_settings(cls: type[_S]) -> _S:
+    """Build a settings class; a bad value raises ConfigurationError naming the variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in err['loc'])}".upper() + f": {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"configuration error: {problems}") from None

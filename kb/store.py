@@ -10,6 +10,8 @@ from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, S
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DENSE = "dense"
+# The document-level vector: every chunk of a document carries the same one.
+DOC = "doc"
 SPARSE = "bm25"
 # Payload fields that get an index: filters by document and listing by first chunk.
 INDEXED_KEYWORDS = ("doc_id", "content_hash")
@@ -31,6 +33,10 @@ class VectorStore(Protocol):
 
     async def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
+        ...
+
+    async def update_collection(self, spec: CollectionSpec) -> None:
+        """Store a changed spec of an existing collection (its BM25 calibration)."""
         ...
 
     async def upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
@@ -107,6 +113,7 @@ def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
         "dense_size": spec.dense_size,
         "embedding_model": spec.embedding_model,
         "language": spec.language,
+        "bm25_avg_len": spec.bm25_avg_len,
     }
 
 

@@ -85,7 +85,7 @@ def chunk(
 
 
 def point(c: Chunk, dense: list[float]) -> ChunkVectors:
-    return ChunkVectors(chunk=c, dense=dense, sparse=bm25_document(c.embedding_text()))
+    return ChunkVectors(chunk=c, dense=dense, sparse=bm25_document(c.embedding_text()), doc=dense)
 
 
 ALPHA = [

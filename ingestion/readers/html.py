@@ -3,7 +3,8 @@
 import re
 import warnings
 
-from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
+from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
+from bs4.element import NavigableString
 
 from ingestion.readers.base import ParsedDocument, Section
 
@@ -21,15 +22,21 @@ _BLOCKS = {
     "figure", "figcaption", "header", "footer", "aside", "body", "html", "li", "address",
     "details", "summary", "caption", "center", "hr",
 }  # fmt: skip
+_CONTAINERS = {"html", "body", "main", "article"}
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
 
 
 def _is_chrome(tag: Tag) -> bool:
+    # Page-level containers carry theme classes ("has-navbar-fixed-top"): never chrome.
+    if tag.name in _CONTAINERS:
+        return False
     if tag.name in ("header", "footer") and tag.find_parent(["article", "main"]) is None:
         return True
     if str(tag.get("role", "")).lower() in _DROP_ROLES:
         return True
-    words = " ".join([*tag.get("class", []), str(tag.get("id", ""))])
+    classes = tag.get("class")
+    names = list(classes) if isinstance(classes, list) else [str(classes or "")]
+    words = " ".join([*names, str(tag.get("id", ""))])
     return bool(words.strip()) and _CHROME.search(words) is not None
 
 
@@ -84,7 +91,8 @@ class _Walker:
         for child in node.children:
             if isinstance(child, NavigableString):
                 if type(child) is NavigableString:  # skip comments, CDATA, doctype
-                    self.inline.append(str(child))
+                    # A newline in HTML source is a space; only <br> breaks a line.
+                    self.inline.append(str(child).replace("\n", " "))
                 continue
             if not isinstance(child, Tag):
                 continue

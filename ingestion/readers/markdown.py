@@ -4,9 +4,11 @@ import re
 
 from ingestion.readers.base import ParsedDocument, Section
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
+# The closing #s must follow a space: "# Learn C#" keeps its "#".
+_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_LIST_ITEM = re.compile(r"^ {0,3}([-*+]|\d{1,9}[.)])[ \t]")
 _FRONT_TITLE = re.compile(r"^title:\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -18,6 +20,10 @@ def _inline(line: str) -> str:
     line = _IMAGE.sub(r"\1", line)
     line = _LINK.sub(lambda m: m[1] if m[1] == m[2] else f"{m[1]} ({m[2]})", line)
     return _EMPHASIS.sub(r"\2", line)
+
+
+def _is_paragraph_line(line: str) -> bool:
+    return bool(line.strip()) and not _FENCE.match(line) and not _LIST_ITEM.match(line)
 
 
 def _split_front_matter(text: str) -> tuple[str, str]:
@@ -73,7 +79,8 @@ def read_markdown(name: str, text: str) -> ParsedDocument:
             builder.heading(len(atx[1]), atx[2])
             continue
         setext = _SETEXT.match(line)
-        if setext and builder.lines and builder.lines[-1].strip():
+        # Only a paragraph line is underlined into a heading: not a closing fence or list item.
+        if setext and builder.lines and _is_paragraph_line(builder.lines[-1]):
             heading = builder.lines.pop()
             builder.heading(1 if setext[1][0] == "=" else 2, heading)
             continue

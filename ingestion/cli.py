@@ -1,0 +1,152 @@
+"""The ingestion command line: the composition root that builds store and embedders."""
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ingestion.pipeline import FileReport, Ingestor, discover
+from ingestion.settings import IngestionSettings
+from kb.embedder import BM25_LANGUAGES, DenseEmbedder, SparseEmbedder
+from kb.errors import KBError
+from kb.factory import open_store
+from kb.settings import EmbeddingSettings, QdrantSettings, load_settings
+from kb.store import VectorStore, validate_collection_name
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ingestion", description="Put documents into the knowledge base."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add", help="ingest files and folders (PDF, DOCX, HTML, MD, TXT)")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add.add_argument("--collection", required=True, type=_collection)
+    add.add_argument(
+        "--language",
+        choices=sorted(BM25_LANGUAGES),
+        help="BM25 stemmer language of a new collection (default: en; an existing one keeps its)",
+    )
+    add.add_argument("--force", action="store_true", help="re-embed unchanged documents too")
+    add.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    listing = commands.add_parser("list", help="list collections, or one collection's documents")
+    listing.add_argument("--collection", type=_collection)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    delete = commands.add_parser("delete", help="remove a document from a collection")
+    delete.add_argument("doc_id", metavar="DOC_ID")
+    delete.add_argument("--collection", required=True, type=_collection)
+    return parser
+
+
+def _collection(value: str) -> str:
+    try:
+        return validate_collection_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_file(report: FileReport) -> None:
+    detail = f"{report.chunks} chunks" if report.status != "failed" else report.reason
+    tqdm.write(f"{report.status:<9} {report.doc_id}: {detail}", file=sys.stdout)
+
+
+async def _add(args: argparse.Namespace, store: VectorStore) -> int:
+    settings = load_settings(IngestionSettings)
+    files = discover(args.paths)
+    if not files:
+        print("no files found under the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    dense = await asyncio.to_thread(DenseEmbedder, load_settings(EmbeddingSettings))
+    ingestor = Ingestor(store, dense, SparseEmbedder(), settings)
+    with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
+
+        def on_file(report: FileReport) -> None:
+            _print_file(report)
+            bar.update(1)
+
+        report = await ingestor.ingest(
+            files, args.collection, args.language, force=args.force, on_file=on_file
+        )
+    summary = report.summary()
+    print(
+        "added {added}, replaced {replaced}, unchanged {unchanged}, failed {failed}; "
+        "{chunks_written} chunks written in {seconds}s".format(**summary)
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return EXIT_SOME_FAILED if report.count("failed") else EXIT_OK
+
+
+async def _list(args: argparse.Namespace, store: VectorStore) -> int:
+    if args.collection is None:
+        names = await store.list_collections()
+        rows = []
+        for name in names:
+            spec = await store.get_collection(name)
+            docs = await store.list_documents(name)
+            rows.append({"collection": name, "documents": len(docs),
+                         "language": spec.language if spec else "?"})  # fmt: skip
+        if args.json:
+            print(json.dumps(rows))
+        for row in rows if not args.json else []:
+            print(f"{row['collection']}: {row['documents']} documents ({row['language']})")
+        if not rows and not args.json:
+            print("no collections yet: add documents with `python -m ingestion add`")
+        return EXIT_OK
+    if await store.get_collection(args.collection) is None:
+        print(f"collection {args.collection!r} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    docs = await store.list_documents(args.collection)
+    if args.json:
+        print(json.dumps([
+            {"doc_id": d.doc_id, "title": d.title, "chunks": d.stored_chunks,
+             "source": d.source, "ingested_at": d.ingested_at.isoformat()}
+            for d in docs
+        ]))  # fmt: skip
+        return EXIT_OK
+    for d in docs:
+        flag = "" if d.complete else f" (incomplete: {d.stored_chunks}/{d.chunk_count})"
+        print(
+            f"{d.doc_id}\t{d.title}\t{d.stored_chunks} chunks\t{d.ingested_at:%Y-%m-%d %H:%M}{flag}"
+        )
+    print(f"{len(docs)} documents in {args.collection}")
+    return EXIT_OK
+
+
+async def _delete(args: argparse.Namespace, store: VectorStore) -> int:
+    if await store.get_collection(args.collection) is None:
+        print(f"collection {args.collection!r} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    removed = await store.delete_document(args.collection, args.doc_id)
+    if not removed:
+        print(f"{args.doc_id} is not in {args.collection}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    print(f"deleted {args.doc_id} from {args.collection} ({removed} chunks)")
+    return EXIT_OK
+
+
+async def _run(args: argparse.Namespace) -> int:
+    store = open_store(load_settings(QdrantSettings))
+    try:
+        commands = {"add": _add, "list": _list, "delete": _delete}
+        return await commands[args.command](args, store)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns 0 when all went in, 1 when some files failed, 2 on usage errors."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except KBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,15 @@
+"""Builds the store the settings ask for: Qdrant Edge when QDRANT_URL is unset, else a server."""
+
+from kb.settings import QdrantSettings
+from kb.store import VectorStore
+
+
+def open_store(settings: QdrantSettings) -> VectorStore:
+    """Open the configured store (the caller closes it)."""
+    if settings.url:
+        from kb.server import ServerStore
+
+        return ServerStore.from_settings(settings)
+    from kb.edge import EdgeStore
+
+    return EdgeStore(settings.path)

@@ -1,0 +1,97 @@
+"""Shared fixtures: the real embedders (the dense model is loaded once per session), a fresh
+embedded Qdrant store per test, and a builder of Ingestors with small chunks."""
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from ingestion.pipeline import Ingestor
+from ingestion.settings import IngestionSettings
+from kb.edge import EdgeStore
+from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.settings import EmbeddingSettings, SearchSettings
+from kb.store import VectorStore
+
+# Small chunks, so a few paragraphs already make several of them.
+SMALL_CHUNKS: dict[str, Any] = {
+    "chunk_tokens": 64,
+    "chunk_overlap_tokens": 16,
+    "embed_group_chunks": 512,
+}
+
+_S = TypeVar("_S", bound=BaseSettings)
+IngestorFactory = Callable[..., Ingestor]
+FileWriter = Callable[[Path, dict[str, str | bytes]], Path]
+
+
+def without_env(cls: type[_S], **values: Any) -> _S:
+    """Settings from the code's defaults and values only: every field is given explicitly, so
+    no variable of the environment (or .env) running the tests can leak in."""
+    defaults = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in cls.model_fields.items()
+    }
+    return cls.model_validate({**defaults, **values})
+
+
+def ingestion_settings(**overrides: Any) -> IngestionSettings:
+    """IngestionSettings with small chunks."""
+    return without_env(IngestionSettings, **{**SMALL_CHUNKS, **overrides})
+
+
+@pytest.fixture(scope="session")
+def dense_embedder() -> DenseEmbedder:
+    """The bundled all-MiniLM-L6-v2, loaded once (about 8 s)."""
+    return DenseEmbedder(without_env(EmbeddingSettings))
+
+
+@pytest.fixture(scope="session")
+def sparse_embedder() -> SparseEmbedder:
+    """BM25 per language (cheap, stateless apart from its stemmer cache)."""
+    return SparseEmbedder()
+
+
+@pytest.fixture(scope="session")
+def search_settings() -> SearchSettings:
+    """The default fusion weights, whatever SEARCH_* says."""
+    return without_env(SearchSettings)
+
+
+@pytest.fixture
+async def edge_store(tmp_path: Path) -> AsyncIterator[EdgeStore]:
+    """A fresh embedded store under the test's own folder, closed (and unlocked) at teardown."""
+    store = EdgeStore(tmp_path / "qdrant")
+    yield store
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+def make_ingestor(
+    dense_embedder: DenseEmbedder, sparse_embedder: SparseEmbedder
+) -> IngestorFactory:
+    """Build an Ingestor on a store, with small-chunk settings (keyword overrides allowed)."""
+
+    def build(store: VectorStore, **overrides: Any) -> Ingestor:
+        return Ingestor(store, dense_embedder, sparse_embedder, ingestion_settings(**overrides))
+
+    return build
+
+
+def _write_files(root: Path, files: dict[str, str | bytes]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_files() -> FileWriter:
+    """write_files(root, {"sub/x.md": "text", "y.pdf": b"..."}): create them; returns root."""
+    return _write_files
