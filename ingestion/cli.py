@@ -15,7 +15,8 @@ from ingestion.settings import IngestionSettings
 from kb.embedder import BM25_LANGUAGES, DenseEmbedder, SparseEmbedder
 from kb.errors import KBError
 from kb.factory import open_store
-from kb.settings import EmbeddingSettings, QdrantSettings, load_settings
+from kb.search import HybridSearcher
+from kb.settings import EmbeddingSettings, QdrantSettings, SearchSettings, load_settings
 from kb.store import VectorStore, validate_collection_name
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list collections, or one collection's documents")
     listing.add_argument("--collection", type=_collection)
     listing.add_argument("--json", action="store_true", help="print JSON")
+    search = commands.add_parser("search", help="show what a question finds (hybrid search)")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("--collection", required=True, type=_collection, action="append")
+    search.add_argument("--limit", type=int, default=5)
+    search.add_argument("--json", action="store_true", help="print JSON")
     delete = commands.add_parser("delete", help="remove a document from a collection")
     delete.add_argument("doc_id", metavar="DOC_ID")
     delete.add_argument("--collection", required=True, type=_collection)
@@ -120,6 +126,29 @@ async def _list(args: argparse.Namespace, store: VectorStore) -> int:
     return EXIT_OK
 
 
+async def _search(args: argparse.Namespace, store: VectorStore) -> int:
+    dense = await asyncio.to_thread(DenseEmbedder, load_settings(EmbeddingSettings))
+    searcher = HybridSearcher(store, dense, SparseEmbedder(), load_settings(SearchSettings))
+    hits = await searcher.search(args.query, args.collection, limit=args.limit)
+    if args.json:
+        print(json.dumps([
+            {"score": round(h.score, 4), "collection": h.chunk.collection,
+             "doc_id": h.chunk.doc_id, "title": h.chunk.title,
+             "heading_path": list(h.chunk.heading_path), "source": h.chunk.source,
+             "page": h.chunk.page, "text": h.chunk.text}
+            for h in hits
+        ], ensure_ascii=False))  # fmt: skip
+        return EXIT_OK
+    for rank, hit in enumerate(hits, 1):
+        chunk = hit.chunk
+        where = chunk.context_line() + (f" (page {chunk.page})" if chunk.page else "")
+        print(f"[{rank}] {hit.score:.3f}  {chunk.collection}/{chunk.doc_id}  {where}")
+        print("    " + chunk.text[:300].replace("\n", " ") + ("…" if len(chunk.text) > 300 else ""))
+    if not hits:
+        print("nothing found")
+    return EXIT_OK
+
+
 async def _delete(args: argparse.Namespace, store: VectorStore) -> int:
     if await store.get_collection(args.collection) is None:
         print(f"collection {args.collection!r} does not exist", file=sys.stderr)
@@ -135,7 +164,7 @@ async def _delete(args: argparse.Namespace, store: VectorStore) -> int:
 async def _run(args: argparse.Namespace) -> int:
     store = open_store(load_settings(QdrantSettings))
     try:
-        commands = {"add": _add, "list": _list, "delete": _delete}
+        commands = {"add": _add, "list": _list, "search": _search, "delete": _delete}
         return await commands[args.command](args, store)
     finally:
         await store.close()

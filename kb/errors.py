@@ -19,3 +19,7 @@ class CollectionMismatchError(KBError):
 
 class ConfigurationError(KBError):
     """A setting has a bad value; the message names the environment variable."""
+
+
+class StoreUnavailableError(KBError):
+    """The Qdrant server cannot be reached."""

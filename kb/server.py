@@ -6,9 +6,9 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from kb.errors import CollectionMismatchError, CollectionNotFoundError
+from kb.errors import CollectionMismatchError, CollectionNotFoundError, StoreUnavailableError
 from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
 from kb.settings import QdrantSettings
 from kb.store import (
@@ -53,9 +53,14 @@ class ServerStore:
     """Collections on a Qdrant server; the collection spec lives in the collection's metadata."""
 
     def __init__(
-        self, client: AsyncQdrantClient, shard_number: int = 1, replication_factor: int = 1
+        self,
+        client: AsyncQdrantClient,
+        shard_number: int = 1,
+        replication_factor: int = 1,
+        url: str = "local mode",
     ) -> None:
         self._client = client
+        self._url = url
         self._shard_number = shard_number
         self._replication_factor = replication_factor
 
@@ -74,6 +79,7 @@ class ServerStore:
             client,
             shard_number=settings.shard_number,
             replication_factor=settings.replication_factor,
+            url=settings.url,
         )
 
     async def _is_missing(self, exc: Exception, name: str) -> bool:
@@ -84,11 +90,23 @@ class ServerStore:
         return not await self._client.collection_exists(name)
 
     @asynccontextmanager
+    async def _reachable(self) -> AsyncIterator[None]:
+        """A server that cannot be reached becomes one clear error, not a client traceback."""
+        try:
+            yield
+        except ResponseHandlingException as exc:
+            raise StoreUnavailableError(
+                f"cannot reach the Qdrant server at {self._url}: {exc.source}. Check that it "
+                "runs and that QDRANT_URL / QDRANT_API_KEY are right."
+            ) from exc
+
+    @asynccontextmanager
     async def _existing(self, name: str) -> AsyncIterator[None]:
         """Run a collection operation; the client's 'no such collection' becomes ours."""
         validate_collection_name(name)
         try:
-            yield
+            async with self._reachable():
+                yield
         except (UnexpectedResponse, ValueError) as exc:
             if await self._is_missing(exc, name):
                 raise CollectionNotFoundError(f"collection {name!r} does not exist") from exc
@@ -182,7 +200,8 @@ class ServerStore:
 
     async def list_collections(self) -> list[str]:
         """Names of all collections on the server, sorted."""
-        response = await self._client.get_collections()
+        async with self._reachable():
+            response = await self._client.get_collections()
         return sorted(c.name for c in response.collections)
 
     async def upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:

@@ -17,7 +17,12 @@ from pydantic import SecretStr
 from qdrant_client import AsyncQdrantClient, models
 
 from kb.edge import EdgeStore
-from kb.errors import CollectionMismatchError, CollectionNotFoundError, StoreLockedError
+from kb.errors import (
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    StoreLockedError,
+    StoreUnavailableError,
+)
 from kb.schema import Chunk, ChunkVectors, CollectionSpec, ScoredChunk, SparseVector
 from kb.server import UPSERT_BATCH, ServerStore
 from kb.settings import QdrantSettings
@@ -509,5 +514,19 @@ async def test_server_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         assert built == [{"url": "https://qdrant.example:6333", "api_key": "secret", "timeout": 1}]
         await store.ensure_collection(SPEC)
         assert await store.get_collection(COLLECTION) == SPEC
+    finally:
+        await store.close()
+
+
+async def test_unreachable_server_is_one_clear_error() -> None:
+    """A server that is down gives StoreUnavailableError naming the URL, not a client error."""
+    # The client checks the server's version when it is built: that only warns.
+    with pytest.warns(UserWarning, match="server version"):
+        store = ServerStore.from_settings(QdrantSettings(url="http://127.0.0.1:9", timeout_s=2))
+    try:
+        with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:9"):
+            await store.get_collection("docs")
+        with pytest.raises(StoreUnavailableError, match="QDRANT_URL"):
+            await store.list_collections()
     finally:
         await store.close()
