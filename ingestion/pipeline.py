@@ -12,7 +12,7 @@ from typing import Literal
 
 from ingestion.chunking import chunk_document
 from ingestion.errors import UnreadableDocumentError
-from ingestion.readers import read_document
+from ingestion.readers import read_document, too_large
 from ingestion.settings import IngestionSettings
 from kb.embedder import DenseEmbedder, SparseEmbedder, document_vector
 from kb.schema import Chunk, ChunkVectors, CollectionSpec
@@ -177,10 +177,7 @@ class Ingestor:
         try:
             size = source.size()
             if size > limits.max_file_bytes:
-                raise UnreadableDocumentError(
-                    f"file is {size / 2**20:.1f} MB, over the "
-                    f"{limits.max_file_bytes / 2**20:.1f} MB limit (INGEST_MAX_FILE_MB)"
-                )
+                raise too_large(size, limits)
             data = await asyncio.to_thread(source.read)
         except OSError as exc:
             return FileReport(source.doc_id, "failed", reason=f"cannot read file: {exc.strerror}")

@@ -11,7 +11,7 @@ from typing import IO, Any
 import qdrant_edge as qe
 
 from kb.errors import CollectionNotFoundError, StoreLockedError
-from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
 from kb.store import (
     DENSE,
     DOC,
@@ -21,6 +21,7 @@ from kb.store import (
     SPARSE,
     check_compatible,
     collect_documents,
+    scored_chunk,
     spec_to_dict,
     validate_collection_name,
 )
@@ -288,15 +289,4 @@ class EdgeStore:
 
 
 def _scored(points: Sequence[qe.ScoredPoint]) -> list[ScoredChunk]:
-    return [_scored_point(p.payload or {}, p.score, p.vector) for p in points]
-
-
-def _scored_point(payload: dict[str, Any], score: float, vector: object) -> ScoredChunk:
-    vectors = vector if isinstance(vector, dict) else {}
-    dense, doc = vectors.get(DENSE), vectors.get(DOC)
-    return ScoredChunk(
-        Chunk.from_payload(payload),
-        float(score),
-        dense=list(dense) if isinstance(dense, list) else None,
-        doc=list(doc) if isinstance(doc, list) else None,
-    )
+    return [scored_chunk(p.payload or {}, p.score, p.vector) for p in points]

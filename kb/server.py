@@ -3,13 +3,13 @@
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from kb.errors import CollectionMismatchError, CollectionNotFoundError, StoreUnavailableError
-from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
 from kb.settings import QdrantSettings
 from kb.store import (
     DENSE,
@@ -20,6 +20,7 @@ from kb.store import (
     SPARSE,
     check_compatible,
     collect_documents,
+    scored_chunk,
     spec_to_dict,
     validate_collection_name,
 )
@@ -312,19 +313,7 @@ class ServerStore:
 
 
 def _scored(points: Sequence[models.ScoredPoint]) -> list[ScoredChunk]:
-    result = []
-    for p in points:
-        vectors = p.vector if isinstance(p.vector, dict) else {}
-        dense, doc = vectors.get(DENSE), vectors.get(DOC)
-        result.append(
-            ScoredChunk(
-                Chunk.from_payload(p.payload or {}),
-                float(p.score),
-                dense=cast(list[float], dense) if isinstance(dense, list) else None,
-                doc=cast(list[float], doc) if isinstance(doc, list) else None,
-            )
-        )
-    return result
+    return [scored_chunk(p.payload or {}, p.score, p.vector) for p in points]
 
 
 def _stored_spec(spec: CollectionSpec) -> dict[str, object]:

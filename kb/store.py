@@ -3,10 +3,10 @@
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kb.errors import CollectionMismatchError
-from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DENSE = "dense"
@@ -134,3 +134,16 @@ def check_compatible(existing: CollectionSpec, wanted: CollectionSpec) -> None:
             f"collection {existing.name!r} uses BM25 language {existing.language!r}, "
             f"not {wanted.language!r}: omit --language, or use a new collection"
         )
+
+
+def scored_chunk(payload: dict[str, Any], score: float, vectors: object) -> ScoredChunk:
+    """A search hit from a point's payload, score and named vectors (either client's shape)."""
+    named = vectors if isinstance(vectors, dict) else {}
+    dense, doc = named.get(DENSE), named.get(DOC)
+    return ScoredChunk(
+        Chunk.from_payload(payload),
+        float(score),
+        # Both clients give lists of floats; no per-element conversion on the hot path.
+        dense=cast(list[float], dense) if isinstance(dense, list) else None,
+        doc=cast(list[float], doc) if isinstance(doc, list) else None,
+    )

@@ -16,6 +16,7 @@ __all__ = [
     "Section",
     "is_supported",
     "read_document",
+    "too_large",
 ]
 
 SUPPORTED_SUFFIXES = (".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".text")
@@ -47,10 +48,7 @@ def read_document(name: str, data: bytes, limits: ReaderLimits | None = None) ->
         supported = ", ".join(SUPPORTED_SUFFIXES)
         raise UnreadableDocumentError(f"unsupported file type {found} (supported: {supported})")
     if len(data) > limits.max_file_bytes:
-        raise UnreadableDocumentError(
-            f"file is {len(data) / _MB:.1f} MB, over the {limits.max_file_bytes / _MB:.1f} MB limit"
-            " (INGEST_MAX_FILE_MB)"
-        )
+        raise too_large(len(data), limits)
     if not data.strip():
         raise UnreadableDocumentError("empty file")
     kind = _KINDS[suffix]
@@ -64,6 +62,14 @@ def read_document(name: str, data: bytes, limits: ReaderLimits | None = None) ->
     if document.is_empty():
         raise UnreadableDocumentError(f"no text found in the {kind} file")
     return document
+
+
+def too_large(size: int, limits: ReaderLimits) -> UnreadableDocumentError:
+    """The error for a file over the size limit (checked before reading it, where possible)."""
+    return UnreadableDocumentError(
+        f"file is {size / _MB:.1f} MB, over the {limits.max_file_bytes / _MB:.1f} MB limit"
+        " (INGEST_MAX_FILE_MB)"
+    )
 
 
 def _parse(suffix: str, name: str, data: bytes, limits: ReaderLimits) -> ParsedDocument:
