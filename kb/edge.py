@@ -4,6 +4,7 @@ import asyncio
 import fcntl
 import json
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -11,7 +12,7 @@ from typing import IO, Any
 import qdrant_edge as qe
 
 from kb.errors import CollectionNotFoundError, StoreLockedError
-from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import Candidate, Chunk, ChunkVectors, CollectionSpec, DocumentInfo, SparseVector
 from kb.store import (
     DENSE,
     DOC,
@@ -21,7 +22,7 @@ from kb.store import (
     SPARSE,
     check_compatible,
     collect_documents,
-    scored_chunk,
+    merge_candidates,
     spec_to_dict,
     validate_collection_name,
 )
@@ -230,47 +231,72 @@ class EdgeStore:
         """All documents of a collection."""
         return collect_documents(await asyncio.to_thread(self._scroll_payloads, collection, None))
 
-    def _search(
+    def _candidates(
         self,
         collection: str,
         dense: Sequence[float],
         sparse: SparseVector,
         limit: int,
         doc_ids: Sequence[str] | None,
-    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
+    ) -> list[Candidate]:
         shard = self._open(collection)
         flt = doc_filter(doc_ids=doc_ids)
-        requests = [
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(list(dense), using=DENSE),
-                filter=flt,
-                with_payload=True,
-                with_vector=[DOC],
+        queries = (
+            qe.Query.Nearest(list(dense), using=DENSE),
+            qe.Query.Nearest(list(dense), using=DOC),
+            qe.Query.Nearest(
+                qe.SparseVector(indices=sparse.indices, values=sparse.values), using=SPARSE
             ),
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(
-                    qe.SparseVector(indices=sparse.indices, values=sparse.values), using=SPARSE
-                ),
-                filter=flt,
-                with_payload=True,
-                with_vector=[DENSE, DOC],
-            ),
-        ]
-        dense_hits, sparse_hits = shard.query_batch(qe.QueryBatchRequest(queries=requests))
-        return _scored(dense_hits), _scored(sparse_hits)
+        )
+        # Ids and scores only: payloads are fetched for the few chunks that win the fusion.
+        first = shard.query_batch(
+            qe.QueryBatchRequest(
+                queries=[
+                    qe.QueryRequest(limit=limit, query=q, filter=flt, with_payload=False)
+                    for q in (queries[0], queries[2])
+                ]
+            )
+        )
+        ids: set[int | uuid.UUID | str] = {str(p.id) for hits in first for p in hits}
+        if not ids:
+            return []
+        only = qe.Filter(must=[qe.HasIdCondition(point_ids=ids)])
+        second = shard.query_batch(
+            qe.QueryBatchRequest(
+                queries=[
+                    qe.QueryRequest(limit=len(ids), query=q, filter=only, with_payload=False)
+                    for q in queries
+                ]
+            )
+        )
+        return merge_candidates(
+            [[(str(p.id), p.score) for p in hits] for hits in first],
+            [{str(p.id): p.score for p in hits} for hits in second],
+        )
 
-    async def search(
+    async def candidates(
         self,
         collection: str,
         dense: Sequence[float],
         sparse: SparseVector,
         limit: int,
         doc_ids: Sequence[str] | None = None,
-    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
-        """Dense and BM25 candidates from one batched query."""
-        return await asyncio.to_thread(self._search, collection, dense, sparse, limit, doc_ids)
+    ) -> list[Candidate]:
+        """Dense and BM25 candidates with all their scores (two in-process batched queries)."""
+        return await asyncio.to_thread(self._candidates, collection, dense, sparse, limit, doc_ids)
+
+    def _fetch(self, collection: str, point_ids: Sequence[str]) -> list[Chunk]:
+        records = self._open(collection).retrieve(
+            point_ids=list(point_ids), with_payload=True, with_vector=False
+        )
+        by_id = {str(r.id): Chunk.from_payload(r.payload or {}) for r in records}
+        return [by_id[i] for i in point_ids if i in by_id]
+
+    async def fetch(self, collection: str, point_ids: Sequence[str]) -> list[Chunk]:
+        """Chunks by point id, in the order asked."""
+        if not point_ids:
+            return []
+        return await asyncio.to_thread(self._fetch, collection, point_ids)
 
     def close_sync(self) -> None:
         """Flush and close every shard, then release the folder lock."""
@@ -286,7 +312,3 @@ class EdgeStore:
     async def close(self) -> None:
         """Flush, close and unlock."""
         await asyncio.to_thread(self.close_sync)
-
-
-def _scored(points: Sequence[qe.ScoredPoint]) -> list[ScoredChunk]:
-    return [scored_chunk(p.payload or {}, p.score, p.vector) for p in points]

@@ -101,13 +101,21 @@ class ChunkVectors:
 
 @dataclass(frozen=True, slots=True)
 class ScoredChunk:
-    """A search result: the chunk and its score (retriever score, or fused score); a store
-    also returns the chunk's dense and document vectors so scores can be completed."""
+    """A search result: the chunk and its fused score."""
 
     chunk: Chunk
     score: float
-    dense: list[float] | None = None
-    doc: list[float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A chunk a retriever brought, with all its scores: cosine with the chunk's vector,
+    cosine with its document's vector, and BM25 (0 where no query term occurs)."""
+
+    point_id: str
+    dense: float
+    doc: float
+    sparse: float
 
 
 @dataclass(frozen=True, slots=True)

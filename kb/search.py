@@ -13,68 +13,31 @@ poorly its scores stay flat and BM25 decides, instead of noise being amplified i
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.errors import CollectionNotFoundError
-from kb.schema import CollectionSpec, ScoredChunk
+from kb.schema import Candidate, CollectionSpec, ScoredChunk
 from kb.settings import SearchSettings
 from kb.store import VectorStore
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    hit: ScoredChunk
-    dense: float | None
-    sparse: float
-
-
-def fuse(
-    query_vector: Sequence[float],
-    dense_hits: Sequence[ScoredChunk],
-    sparse_hits: Sequence[ScoredChunk],
-    settings: SearchSettings,
-) -> list[ScoredChunk]:
-    """Fuse both candidate lists into one, best first, each chunk once, fused scores."""
-    candidates: dict[tuple[str, str, int], _Candidate] = {}
-    for hit in dense_hits:
-        candidates[_key(hit)] = _Candidate(hit, hit.score, 0.0)
-    best_sparse = max((h.score for h in sparse_hits), default=0.0)
-    for hit in sparse_hits:
-        weight = hit.score / best_sparse if best_sparse > 0 else 0.0
-        known = candidates.get(_key(hit))
-        if known is not None:
-            candidates[_key(hit)] = _Candidate(known.hit, known.dense, weight)
-        else:
-            candidates[_key(hit)] = _Candidate(hit, None, weight)
+def fuse(candidates: Sequence[Candidate], settings: SearchSettings) -> list[tuple[str, float]]:
+    """(point id, fused score) for each candidate, best first."""
     if not candidates:
         return []
-    items = list(candidates.values())
-    query = np.asarray(query_vector, dtype=np.float32)
-    # The dense list brings its cosines; a BM25-only candidate's is computed from its vector.
-    dense = np.asarray(
-        [c.dense if c.dense is not None else _cosine(query, c.hit.dense) for c in items],
-        dtype=np.float32,
-    )
-    doc = np.asarray([_cosine(query, c.hit.doc) for c in items], dtype=np.float32)
-    sparse = np.asarray([c.sparse for c in items], dtype=np.float32)
+    dense = np.fromiter((c.dense for c in candidates), np.float32, len(candidates))
+    doc = np.fromiter((c.doc for c in candidates), np.float32, len(candidates))
+    sparse = np.fromiter((c.sparse for c in candidates), np.float32, len(candidates))
+    best_sparse = float(sparse.max())
+    if best_sparse > 0:
+        sparse /= best_sparse
     w_doc = settings.document_weight
     semantic = (dense + w_doc * doc) / (1.0 + w_doc)
     fused = settings.dense_weight * semantic + (1.0 - settings.dense_weight) * sparse
     order = np.argsort(-fused, kind="stable")
-    return [ScoredChunk(items[i].hit.chunk, float(fused[i])) for i in order]
-
-
-def _key(hit: ScoredChunk) -> tuple[str, str, int]:
-    chunk = hit.chunk
-    return (chunk.doc_id, chunk.content_hash, chunk.chunk_index)
-
-
-def _cosine(query: np.ndarray, vector: list[float] | None) -> float:
-    """Dot product with a normalized vector; a missing vector scores 0."""
-    return 0.0 if vector is None else float(np.dot(query, np.asarray(vector, np.float32)))
+    return [(candidates[i].point_id, float(fused[i])) for i in order]
 
 
 class HybridSearcher:
@@ -114,16 +77,30 @@ class HybridSearcher:
             return []
         specs = [await self._spec(name) for name in collections]
         vector = await asyncio.to_thread(self.dense.embed_query, query)
-        n = max(limit, self.settings.candidates)
-        results = await asyncio.gather(
-            *(
-                self.store.search(
-                    spec.name, vector, self.sparse.embed_query(query, spec.language), n, doc_ids
-                )
-                for spec in specs
-            )
+        per_collection = await asyncio.gather(
+            *(self._search_one(spec, query, vector, limit, doc_ids) for spec in specs)
         )
-        # Each collection's BM25 is normalised on its own: IDF differs between collections.
-        fused = [hit for d, s in results for hit in fuse(vector, d, s, self.settings)]
-        fused.sort(key=lambda hit: -hit.score)
-        return fused[:limit]
+        hits = [hit for found in per_collection for hit in found]
+        hits.sort(key=lambda hit: -hit.score)
+        return hits[:limit]
+
+    async def _search_one(
+        self,
+        spec: CollectionSpec,
+        query: str,
+        vector: Sequence[float],
+        limit: int,
+        doc_ids: Sequence[str] | None,
+    ) -> list[ScoredChunk]:
+        # Fused per collection: BM25 is normalised within one collection's IDF statistics.
+        candidates = await self.store.candidates(
+            spec.name,
+            vector,
+            self.sparse.embed_query(query, spec.language),
+            max(limit, self.settings.candidates),
+            doc_ids,
+        )
+        best = fuse(candidates, self.settings)[:limit]
+        chunks = await self.store.fetch(spec.name, [point_id for point_id, _ in best])
+        scores = dict(best)
+        return [ScoredChunk(chunk, scores[chunk.point_id]) for chunk in chunks]

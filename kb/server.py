@@ -9,7 +9,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from kb.errors import CollectionMismatchError, CollectionNotFoundError, StoreUnavailableError
-from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import Candidate, Chunk, ChunkVectors, CollectionSpec, DocumentInfo, SparseVector
 from kb.settings import QdrantSettings
 from kb.store import (
     DENSE,
@@ -20,7 +20,7 @@ from kb.store import (
     SPARSE,
     check_compatible,
     collect_documents,
-    scored_chunk,
+    merge_candidates,
     spec_to_dict,
     validate_collection_name,
 )
@@ -273,47 +273,61 @@ class ServerStore:
         """The documents of a collection, sorted by id (one entry per stored version)."""
         return collect_documents(await self._scroll_payloads(collection, None))
 
-    async def search(
+    async def candidates(
         self,
         collection: str,
         dense: Sequence[float],
         sparse: SparseVector,
         limit: int,
         doc_ids: Sequence[str] | None = None,
-    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
-        """Dense and BM25 candidates from one batched query, each best first, raw scores."""
+    ) -> list[Candidate]:
+        """Dense and BM25 candidates with all their scores: two batched requests, no payloads
+        or vectors on the wire (those are fetched for the winners only)."""
         flt = doc_filter(doc_ids=doc_ids)
-        requests = [
-            models.QueryRequest(
-                query=list(dense),
-                using=DENSE,
-                filter=flt,
-                limit=limit,
-                with_payload=True,
-                with_vector=[DOC],
-            ),
-            models.QueryRequest(
-                query=models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
-                using=SPARSE,
-                filter=flt,
-                limit=limit,
-                with_payload=True,
-                with_vector=[DENSE, DOC],
-            ),
+        sparse_query = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+        signals: list[tuple[list[float] | models.SparseVector, str]] = [
+            (list(dense), DENSE),
+            (list(dense), DOC),
+            (sparse_query, SPARSE),
         ]
         async with self._existing(collection):
-            dense_hits, sparse_hits = await self._client.query_batch_points(
-                collection, requests=requests
+            first = await self._client.query_batch_points(
+                collection,
+                requests=[
+                    models.QueryRequest(query=q, using=u, filter=flt, limit=limit)
+                    for q, u in (signals[0], signals[2])
+                ],
             )
-        return _scored(dense_hits.points), _scored(sparse_hits.points)
+            ids = list(dict.fromkeys(str(p.id) for r in first for p in r.points))
+            if not ids:
+                return []
+            only = models.Filter(must=[models.HasIdCondition(has_id=list(ids))])
+            second = await self._client.query_batch_points(
+                collection,
+                requests=[
+                    models.QueryRequest(query=q, using=u, filter=only, limit=len(ids))
+                    for q, u in signals
+                ],
+            )
+        return merge_candidates(
+            [[(str(p.id), p.score) for p in r.points] for r in first],
+            [{str(p.id): p.score for p in r.points} for r in second],
+        )
+
+    async def fetch(self, collection: str, point_ids: Sequence[str]) -> list[Chunk]:
+        """Chunks by point id, in the order asked."""
+        if not point_ids:
+            return []
+        async with self._existing(collection):
+            records = await self._client.retrieve(
+                collection, ids=list(point_ids), with_payload=True, with_vectors=False
+            )
+        by_id = {str(r.id): Chunk.from_payload(r.payload or {}) for r in records}
+        return [by_id[i] for i in point_ids if i in by_id]
 
     async def close(self) -> None:
         """Close the client's connections (or local-mode storage)."""
         await self._client.close()
-
-
-def _scored(points: Sequence[models.ScoredPoint]) -> list[ScoredChunk]:
-    return [scored_chunk(p.payload or {}, p.score, p.vector) for p in points]
 
 
 def _stored_spec(spec: CollectionSpec) -> dict[str, object]:

@@ -1,12 +1,12 @@
 """The vector store port: what ingestion and search need from Qdrant, embedded or server."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from kb.errors import CollectionMismatchError
-from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import Candidate, Chunk, ChunkVectors, CollectionSpec, DocumentInfo, SparseVector
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DENSE = "dense"
@@ -57,15 +57,20 @@ class VectorStore(Protocol):
         """The documents of a collection, sorted by id (one entry per stored version)."""
         ...
 
-    async def search(
+    async def candidates(
         self,
         collection: str,
         dense: Sequence[float],
         sparse: SparseVector,
         limit: int,
         doc_ids: Sequence[str] | None = None,
-    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
-        """Dense and BM25 candidates in one round trip, each best first, raw scores."""
+    ) -> list[Candidate]:
+        """The union of the dense and the BM25 top-limit chunks, each with all three scores
+        (exact, not only from the list that brought it), optionally within some documents."""
+        ...
+
+    async def fetch(self, collection: str, point_ids: Sequence[str]) -> list[Chunk]:
+        """Chunks by point id, in the order asked (ids no longer stored are left out)."""
         ...
 
     async def close(self) -> None:
@@ -136,14 +141,11 @@ def check_compatible(existing: CollectionSpec, wanted: CollectionSpec) -> None:
         )
 
 
-def scored_chunk(payload: dict[str, Any], score: float, vectors: object) -> ScoredChunk:
-    """A search hit from a point's payload, score and named vectors (either client's shape)."""
-    named = vectors if isinstance(vectors, dict) else {}
-    dense, doc = named.get(DENSE), named.get(DOC)
-    return ScoredChunk(
-        Chunk.from_payload(payload),
-        float(score),
-        # Both clients give lists of floats; no per-element conversion on the hot path.
-        dense=cast(list[float], dense) if isinstance(dense, list) else None,
-        doc=cast(list[float], doc) if isinstance(doc, list) else None,
-    )
+def merge_candidates(
+    first: Sequence[Sequence[tuple[str, float]]], scores: Sequence[Mapping[str, float]]
+) -> list[Candidate]:
+    """Candidates from the first pass's (id, score) lists, completed with each signal's exact
+    scores from the second pass (dense, document, BM25); a missing BM25 score is 0."""
+    ids = list(dict.fromkeys(point_id for hits in first for point_id, _ in hits))
+    dense, doc, sparse = scores
+    return [Candidate(i, dense.get(i, 0.0), doc.get(i, 0.0), sparse.get(i, 0.0)) for i in ids]

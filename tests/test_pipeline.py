@@ -15,7 +15,14 @@ from ingestion.pipeline import FileReport, Ingestor, IngestReport, discover
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.errors import CollectionNotFoundError
-from kb.schema import ChunkVectors, CollectionSpec, DocumentInfo, ScoredChunk, SparseVector
+from kb.schema import (
+    Candidate,
+    Chunk,
+    ChunkVectors,
+    CollectionSpec,
+    DocumentInfo,
+    SparseVector,
+)
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
 from kb.store import VectorStore
@@ -96,15 +103,18 @@ class SpyStore:
     async def list_documents(self, collection: str) -> list[DocumentInfo]:
         return await self.inner.list_documents(collection)
 
-    async def search(
+    async def candidates(
         self,
         collection: str,
         dense: Sequence[float],
         sparse: SparseVector,
         limit: int,
         doc_ids: Sequence[str] | None = None,
-    ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
-        return await self.inner.search(collection, dense, sparse, limit, doc_ids)
+    ) -> list[Candidate]:
+        return await self.inner.candidates(collection, dense, sparse, limit, doc_ids)
+
+    async def fetch(self, collection: str, point_ids: Sequence[str]) -> list[Chunk]:
+        return await self.inner.fetch(collection, point_ids)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -23,7 +23,7 @@ from kb.errors import (
     StoreLockedError,
     StoreUnavailableError,
 )
-from kb.schema import Chunk, ChunkVectors, CollectionSpec, ScoredChunk, SparseVector
+from kb.schema import Candidate, Chunk, ChunkVectors, CollectionSpec, SparseVector
 from kb.server import UPSERT_BATCH, ServerStore
 from kb.settings import QdrantSettings
 from kb.store import INDEXED_INTEGERS, INDEXED_KEYWORDS, VectorStore
@@ -89,8 +89,9 @@ def chunk(
     )
 
 
-def point(c: Chunk, dense: list[float]) -> ChunkVectors:
-    return ChunkVectors(chunk=c, dense=dense, sparse=bm25_document(c.embedding_text()), doc=dense)
+def point(c: Chunk, dense: list[float], doc: list[float] | None = None) -> ChunkVectors:
+    sparse = bm25_document(c.embedding_text())
+    return ChunkVectors(chunk=c, dense=dense, sparse=sparse, doc=doc or dense)
 
 
 ALPHA = [
@@ -132,9 +133,10 @@ GAMMA = [
 ]
 CORPUS = [
     point(GAMMA[0], axis(5)),
-    point(ALPHA[0], axis(0)),
-    point(ALPHA[1], axis(1)),
-    point(ALPHA[2], axis(2)),
+    # alpha's document vector points elsewhere than its chunks: its score must be its own.
+    point(ALPHA[0], axis(0), doc=axis(6)),
+    point(ALPHA[1], axis(1), doc=axis(6)),
+    point(ALPHA[2], axis(2), doc=axis(6)),
     point(BETA[0], axis(3)),
     point(BETA[1], axis(4)),
 ]
@@ -175,13 +177,26 @@ async def corpus(
     await opened.close()
 
 
-def keys(hits: list[ScoredChunk]) -> list[tuple[str, int]]:
-    return [(h.chunk.doc_id, h.chunk.chunk_index) for h in hits]
+async def found(
+    store: VectorStore,
+    collection: str,
+    dense: list[float],
+    sparse: SparseVector,
+    limit: int,
+    *,
+    doc_ids: list[str] | None = None,
+) -> dict[tuple[str, int], Candidate]:
+    """The store's candidates keyed by (doc id, chunk index), through fetch."""
+    candidates = await store.candidates(collection, dense, sparse, limit, doc_ids)
+    chunks = await store.fetch(collection, [c.point_id for c in candidates])
+    assert [c.point_id for c in chunks] == [c.point_id for c in candidates]
+    return {(ch.doc_id, ch.chunk_index): c for ch, c in zip(chunks, candidates, strict=True)}
 
 
-def assert_descending(hits: list[ScoredChunk]) -> None:
-    scores = [h.score for h in hits]
-    assert scores == sorted(scores, reverse=True)
+def best(by_key: dict[tuple[str, int], Candidate], signal: str) -> list[tuple[str, int]]:
+    """Keys with a positive score on one signal, best first."""
+    scored = [(getattr(c, signal), key) for key, c in by_key.items() if getattr(c, signal) > 0]
+    return [key for _, key in sorted(scored, reverse=True)]
 
 
 # --- collections -------------------------------------------------------------------------
@@ -223,12 +238,13 @@ async def test_invalid_collection_name_rejected(store: VectorStore, name: str) -
     with pytest.raises(ValueError, match="invalid collection name"):
         await store.get_collection(name)
     with pytest.raises(ValueError, match="invalid collection name"):
-        await store.search(name, DENSE_QUERY, SPARSE_QUERY, limit=3)
+        await store.candidates(name, DENSE_QUERY, SPARSE_QUERY, 3)
 
 
 async def test_missing_collection_raises_not_found(corpus: VectorStore) -> None:
     calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: corpus.search("missing", DENSE_QUERY, SPARSE_QUERY, limit=3),
+        lambda: corpus.candidates("missing", DENSE_QUERY, SPARSE_QUERY, 3),
+        lambda: corpus.fetch("missing", [ALPHA[0].point_id]),
         lambda: corpus.upsert("missing", CORPUS[:1]),
         lambda: corpus.delete_document("missing", "alpha"),
         lambda: corpus.document_versions("missing", "alpha"),
@@ -242,61 +258,71 @@ async def test_missing_collection_raises_not_found(corpus: VectorStore) -> None:
 # --- search --------------------------------------------------------------------------------
 
 
-async def test_dense_search_finds_nearest(corpus: VectorStore) -> None:
-    dense, _ = await corpus.search(COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=3)
-    assert len(dense) == 3
-    assert keys(dense)[:2] == [("alpha", 1), ("alpha", 0)]
-    assert dense[0].score == pytest.approx(1 / (1 + 0.3**2) ** 0.5, abs=1e-4)
-    assert_descending(dense)
+async def test_dense_candidates_are_the_nearest(corpus: VectorStore) -> None:
+    by_key = await found(corpus, COLLECTION, DENSE_QUERY, bm25_query("the"), limit=2)
+    # No BM25 terms: exactly the two nearest chunks, with their exact cosines.
+    assert best(by_key, "dense") == [("alpha", 1), ("alpha", 0)]
+    assert set(by_key) == {("alpha", 1), ("alpha", 0)}
+    assert by_key[("alpha", 1)].dense == pytest.approx(1 / (1 + 0.3**2) ** 0.5, abs=1e-4)
+    assert by_key[("alpha", 0)].dense == pytest.approx(0.3 / (1 + 0.3**2) ** 0.5, abs=1e-4)
 
 
-async def test_bm25_search_ranks_by_terms(corpus: VectorStore) -> None:
-    _, sparse = await corpus.search(COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=10)
-    # Only chunks sharing a term match: both terms (and kubernetes twice) beat one mention.
-    assert keys(sparse) == [("alpha", 1), ("beta", 1)]
-    assert sparse[1].score > 0
-    assert_descending(sparse)
+async def test_bm25_candidates_rank_by_terms(corpus: VectorStore) -> None:
+    by_key = await found(corpus, COLLECTION, axis(7), SPARSE_QUERY, limit=10)
+    # Only chunks sharing a term score: both terms (and kubernetes twice) beat one mention.
+    assert best(by_key, "sparse") == [("alpha", 1), ("beta", 1)]
 
 
-async def test_bm25_query_without_terms_finds_nothing(corpus: VectorStore) -> None:
+async def test_every_candidate_has_all_its_scores(corpus: VectorStore) -> None:
+    # alpha#1 comes from both lists, alpha#0 from dense only, beta#1 from BM25 only.
+    by_key = await found(corpus, COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=2)
+    assert set(by_key) == {("alpha", 1), ("alpha", 0), ("beta", 1)}
+    assert by_key[("alpha", 0)].sparse == 0.0
+    assert by_key[("beta", 1)].sparse > 0.0
+    # A BM25-only candidate still gets its exact cosines (orthogonal here: 0).
+    assert by_key[("beta", 1)].dense == pytest.approx(0.0, abs=1e-6)
+    # The document score is the document vector's, not the chunk's (alpha's points to axis 6).
+    assert by_key[("alpha", 1)].doc == pytest.approx(0.0, abs=1e-6)
+    on_doc = await found(corpus, COLLECTION, axis(6), SPARSE_QUERY, limit=2)
+    assert on_doc[("alpha", 1)].doc == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_bm25_query_without_terms_brings_dense_only(corpus: VectorStore) -> None:
     empty = bm25_query("the and of")
     assert empty.indices == []
-    dense, sparse = await corpus.search(COLLECTION, DENSE_QUERY, empty, limit=3)
-    assert sparse == []
-    assert keys(dense)[0] == ("alpha", 1)
+    by_key = await found(corpus, COLLECTION, DENSE_QUERY, empty, limit=3)
+    assert len(by_key) == 3
+    assert all(c.sparse == 0.0 for c in by_key.values())
 
 
-async def test_chunk_round_trips_through_payload(corpus: VectorStore) -> None:
-    dense, sparse = await corpus.search(COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=10)
-    by_key = {(h.chunk.doc_id, h.chunk.chunk_index): h.chunk for h in [*dense, *sparse]}
-    assert by_key[("alpha", 1)] == ALPHA[1]
-    assert by_key[("alpha", 1)].heading_path == ("Notes", "Operations", "Scaling")
-    assert by_key[("alpha", 1)].page == 3
-    assert by_key[("alpha", 1)].ingested_at == T0
-    assert by_key[("alpha", 0)] == ALPHA[0]
-    assert by_key[("alpha", 0)].page is None
-    assert by_key[("beta", 1)] == BETA[1]
+async def test_fetch_returns_chunks_intact_in_order(corpus: VectorStore) -> None:
+    wanted = [BETA[1].point_id, "00000000-0000-0000-0000-000000000000", ALPHA[1].point_id]
+    chunks = await corpus.fetch(COLLECTION, [*wanted, ALPHA[0].point_id])
+    # Order as asked; an id that is not stored is left out.
+    assert chunks == [BETA[1], ALPHA[1], ALPHA[0]]
+    assert chunks[1].heading_path == ("Notes", "Operations", "Scaling")
+    assert chunks[1].page == 3
+    assert chunks[1].ingested_at == T0
+    assert chunks[2].page is None
+    assert await corpus.fetch(COLLECTION, []) == []
 
 
 async def test_doc_ids_filter_restricts_both_retrievers(corpus: VectorStore) -> None:
-    dense, sparse = await corpus.search(
-        COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=10, doc_ids=["beta", "gamma"]
+    by_key = await found(
+        corpus, COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=10, doc_ids=["beta", "gamma"]
     )
     # The nearest and best-matching chunks are alpha's: the filter must keep them out.
-    assert sorted(keys(dense)) == [("beta", 0), ("beta", 1), ("gamma", 0)]
-    assert keys(sparse) == [("beta", 1)]
+    assert sorted(by_key) == [("beta", 0), ("beta", 1), ("gamma", 0)]
+    assert best(by_key, "sparse") == [("beta", 1)]
 
-    dense, sparse = await corpus.search(
-        COLLECTION, axis(5), SPARSE_QUERY, limit=10, doc_ids=["alpha"]
-    )
-    assert {h.chunk.doc_id for h in dense} == {"alpha"}
-    assert len(dense) == 3
-    assert keys(sparse) == [("alpha", 1)]
+    by_key = await found(corpus, COLLECTION, axis(5), SPARSE_QUERY, limit=10, doc_ids=["alpha"])
+    assert {doc for doc, _ in by_key} == {"alpha"}
+    assert len(by_key) == 3
+    assert best(by_key, "sparse") == [("alpha", 1)]
 
 
 async def test_empty_doc_ids_filter_finds_nothing(corpus: VectorStore) -> None:
-    dense, sparse = await corpus.search(COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=10, doc_ids=[])
-    assert (dense, sparse) == ([], [])
+    assert await corpus.candidates(COLLECTION, DENSE_QUERY, SPARSE_QUERY, 10, doc_ids=[]) == []
 
 
 async def test_upsert_overwrites_same_point(loaded: VectorStore) -> None:
@@ -358,15 +384,14 @@ async def test_delete_document_removes_every_version(loaded: VectorStore) -> Non
     assert await loaded.delete_document(COLLECTION, "never-stored") == 0
     assert await loaded.document_versions(COLLECTION, "beta") == []
     assert [d.doc_id for d in await loaded.list_documents(COLLECTION)] == ["alpha", "gamma"]
-    dense, sparse = await loaded.search(COLLECTION, axis(3), SPARSE_QUERY, limit=10)
-    assert "beta" not in {h.chunk.doc_id for h in [*dense, *sparse]}
+    by_key = await found(loaded, COLLECTION, axis(3), SPARSE_QUERY, limit=10)
+    assert "beta" not in {doc for doc, _ in by_key}
 
 
 async def test_collections_are_separate(loaded: VectorStore) -> None:
     await loaded.ensure_collection(replace(SPEC, name="other"))
     assert await loaded.list_documents("other") == []
-    dense, sparse = await loaded.search("other", DENSE_QUERY, SPARSE_QUERY, limit=3)
-    assert (dense, sparse) == ([], [])
+    assert await loaded.candidates("other", DENSE_QUERY, SPARSE_QUERY, 3) == []
 
 
 # --- Edge only -----------------------------------------------------------------------------
@@ -393,8 +418,8 @@ async def test_edge_folder_is_locked_and_persists(tmp_path: Path) -> None:
             "beta",
             "gamma",
         ]
-        dense, sparse = await second.search(COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=3)
-        assert keys(dense)[0] == keys(sparse)[0] == ("alpha", 1)
+        by_key = await found(second, COLLECTION, DENSE_QUERY, SPARSE_QUERY, limit=3)
+        assert best(by_key, "dense")[0] == best(by_key, "sparse")[0] == ("alpha", 1)
     finally:
         await second.close()
 
@@ -518,8 +543,6 @@ async def test_server_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         await store.close()
 
 
-# The client checks the server's version when it is built (in a thread): that only warns.
-@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 async def test_unreachable_server_is_one_clear_error() -> None:
     """A server that is down gives StoreUnavailableError naming the URL, not a client error."""
     store = ServerStore.from_settings(QdrantSettings(url="http://127.0.0.1:9", timeout_s=2))
