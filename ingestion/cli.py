@@ -58,8 +58,12 @@ def _collection(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _chunks(n: int) -> str:
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
+
+
 def _print_file(report: FileReport) -> None:
-    detail = f"{report.chunks} chunks" if report.status != "failed" else report.reason
+    detail = _chunks(report.chunks) if report.status != "failed" else report.reason
     tqdm.write(f"{report.status:<9} {report.doc_id}: {detail}", file=sys.stdout)
 
 
@@ -119,9 +123,8 @@ async def _list(args: argparse.Namespace, store: VectorStore) -> int:
         return EXIT_OK
     for d in docs:
         flag = "" if d.complete else f" (incomplete: {d.stored_chunks}/{d.chunk_count})"
-        print(
-            f"{d.doc_id}\t{d.title}\t{d.stored_chunks} chunks\t{d.ingested_at:%Y-%m-%d %H:%M}{flag}"
-        )
+        when = f"{d.ingested_at:%Y-%m-%d %H:%M}"
+        print(f"{d.doc_id}\t{d.title}\t{_chunks(d.stored_chunks)}\t{when}{flag}")
     print(f"{len(docs)} documents in {args.collection}")
     return EXIT_OK
 
@@ -157,7 +160,7 @@ async def _delete(args: argparse.Namespace, store: VectorStore) -> int:
     if not removed:
         print(f"{args.doc_id} is not in {args.collection}", file=sys.stderr)
         return EXIT_SOME_FAILED
-    print(f"deleted {args.doc_id} from {args.collection} ({removed} chunks)")
+    print(f"deleted {args.doc_id} from {args.collection} ({_chunks(removed)})")
     return EXIT_OK
 
 

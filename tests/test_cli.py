@@ -100,7 +100,7 @@ def test_add_prints_a_json_summary_last(runs: Runs) -> None:
     assert summary["chunks_written"] == 3
     assert isinstance(summary["seconds"], float)
     for doc_id in GOOD_IDS:
-        assert f"added     {doc_id}: 1 chunks" in runs.first.stdout
+        assert f"added     {doc_id}: 1 chunk" in runs.first.stdout
 
 
 @pytest.mark.slow
@@ -118,7 +118,7 @@ def test_second_add_reports_unchanged_and_a_broken_file(runs: Runs) -> None:
     assert "failed    broken.pdf: corrupt PDF: the file is truncated (no end-of-file marker)" in (
         lines
     )
-    assert "added     extra.md: 1 chunks" in lines
+    assert "added     extra.md: 1 chunk" in lines
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ def test_list_and_delete(runs: Runs) -> None:
 
     deleted = run_cli(["delete", "sub/notes.txt", "--collection", "docs"], runs.qdrant, runs.root)
     assert deleted.returncode == 0, deleted.stderr
-    assert "deleted sub/notes.txt from docs (1 chunks)" in deleted.stdout
+    assert "deleted sub/notes.txt from docs (1 chunk)" in deleted.stdout
 
     missing = run_cli(["delete", "sub/notes.txt", "--collection", "docs"], runs.qdrant, runs.root)
     assert missing.returncode == 1
