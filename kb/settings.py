@@ -35,6 +35,8 @@ class EmbeddingSettings(BaseSettings):
     query_prefix: str = ""
     passage_prefix: str = ""
     max_seq_length: int | None = Field(default=None, ge=16)
+    # Queries through ONNX Runtime on CPU (about 3x faster, checked against PyTorch at load).
+    onnx_queries: bool = True
 
 
 class SearchSettings(BaseSettings):
