@@ -69,10 +69,10 @@ def make_pdf(pages: Sequence[_Page], title: str | None = None, font: str = "Helv
     return buffer.getvalue()
 
 
-def encrypt(data: bytes, user_password: str) -> bytes:
-    """The PDF encrypted with RC4, which pypdf opens without the cryptography package."""
+def encrypt(data: bytes, user_password: str, algorithm: str = "RC4-128") -> bytes:
+    """The PDF encrypted (AES needs the cryptography package, a dependency of ours)."""
     writer = PdfWriter(clone_from=io.BytesIO(data))
-    writer.encrypt(user_password=user_password, owner_password="owner", algorithm="RC4-128")
+    writer.encrypt(user_password=user_password, owner_password="owner", algorithm=algorithm)
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
@@ -156,14 +156,18 @@ def test_pdf_cyrillic_text_is_dehyphenated() -> None:
     assert parsed.sections[0].heading_path == ("Отпуск",)
 
 
-def test_pdf_with_empty_user_password_is_read() -> None:
-    parsed = read_document("locked.pdf", encrypt(make_pdf(HANDBOOK), user_password=""))
+@pytest.mark.parametrize("algorithm", ["RC4-128", "AES-128", "AES-256"])
+def test_pdf_with_empty_user_password_is_read(algorithm: str) -> None:
+    # Locked only against printing or copying: readable, whatever the cipher.
+    locked = encrypt(make_pdf(HANDBOOK), user_password="", algorithm=algorithm)
+    parsed = read_document("locked.pdf", locked)
     assert "Book early" in parsed.sections[1].text
 
 
-def test_pdf_with_password_is_refused() -> None:
-    reason = refused("secret.pdf", encrypt(make_pdf(HANDBOOK), user_password="secret"))
-    assert reason == "PDF is password-protected"
+@pytest.mark.parametrize("algorithm", ["RC4-128", "AES-256"])
+def test_pdf_with_password_is_refused(algorithm: str) -> None:
+    secret = encrypt(make_pdf(HANDBOOK), user_password="secret", algorithm=algorithm)
+    assert refused("secret.pdf", secret) == "PDF is password-protected"
 
 
 def test_pdf_without_text_is_refused() -> None:

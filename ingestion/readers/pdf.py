@@ -70,7 +70,7 @@ def _unlock(reader: PdfReader) -> None:
         result = reader.decrypt("")
     except DependencyError as exc:
         raise UnreadableDocumentError(
-            "encrypted PDF: decrypting it needs the 'cryptography' package, not installed here"
+            "encrypted PDF: decrypting it needs the 'cryptography' package (reinstall the project)"
         ) from exc
     if result == PasswordType.NOT_DECRYPTED:
         raise UnreadableDocumentError("PDF is password-protected")
