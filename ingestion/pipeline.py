@@ -189,7 +189,7 @@ class Ingestor:
         if not force and current and len(versions) == 1:
             return FileReport(source.doc_id, "unchanged", chunks=current[0].chunk_count)
         try:
-            chunks = await asyncio.to_thread(self.chunk, source, data, spec.name)
+            chunks = await asyncio.to_thread(self.chunk, source, data, spec.name, digest)
         except UnreadableDocumentError as exc:
             return FileReport(source.doc_id, "failed", reason=str(exc))
         stale = any(
@@ -206,9 +206,12 @@ class Ingestor:
         room = self.dense.max_tokens - self.dense.count_tokens(title) - _SPECIAL_TOKENS
         return max(_MIN_CHUNK_TOKENS, room)
 
-    def chunk(self, source: SourceFile, data: bytes, collection: str) -> list[Chunk]:
-        """Read and chunk one document (blocking); raises UnreadableDocumentError."""
-        digest = content_hash(data)
+    def chunk(
+        self, source: SourceFile, data: bytes, collection: str, digest: str | None = None
+    ) -> list[Chunk]:
+        """Read and chunk one document (blocking); raises UnreadableDocumentError.
+        digest is the content hash of data when the caller has it already."""
+        digest = digest or content_hash(data)
         doc = read_document(source.doc_id, data, self.settings.reader_limits())
         pieces = chunk_document(
             doc,

@@ -17,12 +17,12 @@ from kb.store import (
     DENSE,
     DOC,
     DOCUMENT_FIELDS,
-    INDEXED_INTEGERS,
     INDEXED_KEYWORDS,
     SPARSE,
     check_compatible,
     collect_documents,
     merge_candidates,
+    spec_from_dict,
     spec_to_dict,
     validate_collection_name,
 )
@@ -107,7 +107,7 @@ class EdgeStore:
         spec_path = self._root / name / _SPEC_FILE
         if not spec_path.is_file():
             return None
-        spec = CollectionSpec(**json.loads(spec_path.read_text(encoding="utf-8")))
+        spec = spec_from_dict(name, json.loads(spec_path.read_text(encoding="utf-8")))
         self._specs[name] = spec
         return spec
 
@@ -123,10 +123,6 @@ class EdgeStore:
             for key in INDEXED_KEYWORDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
-                )
-            for key in INDEXED_INTEGERS:
-                shard.update(
-                    qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Integer)
                 )
             shard.flush()
             # The spec is written last: a folder without it is an unfinished creation.
@@ -257,10 +253,10 @@ class EdgeStore:
                 ]
             )
         )
-        ids: set[int | uuid.UUID | str] = {str(p.id) for hits in first for p in hits}
+        ids = list(dict.fromkeys(str(p.id) for hits in first for p in hits))
         if not ids:
             return []
-        only = qe.Filter(must=[qe.HasIdCondition(point_ids=ids)])
+        only = qe.Filter(must=[qe.HasIdCondition(point_ids=set[int | uuid.UUID | str](ids))])
         second = shard.query_batch(
             qe.QueryBatchRequest(
                 queries=[
@@ -269,10 +265,7 @@ class EdgeStore:
                 ]
             )
         )
-        return merge_candidates(
-            [[(str(p.id), p.score) for p in hits] for hits in first],
-            [{str(p.id): p.score for p in hits} for hits in second],
-        )
+        return merge_candidates(ids, [{str(p.id): p.score for p in hits} for hits in second])
 
     async def candidates(
         self,

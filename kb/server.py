@@ -15,19 +15,18 @@ from kb.store import (
     DENSE,
     DOC,
     DOCUMENT_FIELDS,
-    INDEXED_INTEGERS,
     INDEXED_KEYWORDS,
     SPARSE,
     check_compatible,
     collect_documents,
     merge_candidates,
+    spec_from_dict,
     spec_to_dict,
     validate_collection_name,
 )
 
 # Key of the spec inside the collection's metadata, namespaced so other tools' keys can coexist.
 SPEC_METADATA_KEY = "kb_spec"
-_SPEC_FIELDS = ("dense_size", "embedding_model", "language")
 # Bounded request bodies: a large document's points go in several requests.
 UPSERT_BATCH = 256
 _SCROLL_PAGE = 1000
@@ -123,29 +122,19 @@ class ServerStore:
     @staticmethod
     def _spec_from_info(name: str, info: models.CollectionInfo) -> CollectionSpec:
         stored = (info.config.metadata or {}).get(SPEC_METADATA_KEY)
-        if not isinstance(stored, dict) or any(key not in stored for key in _SPEC_FIELDS):
+        try:
+            return spec_from_dict(name, stored if isinstance(stored, dict) else {})
+        except KeyError:
             raise CollectionMismatchError(
                 f"collection {name!r} exists but has no knowledge-base spec in its metadata: "
                 "it was not created by this tool (or the Qdrant server is older than 1.16, "
                 "which has no collection metadata). Use another collection name."
-            )
-        return CollectionSpec(
-            name=name,
-            dense_size=int(stored["dense_size"]),
-            embedding_model=str(stored["embedding_model"]),
-            language=str(stored["language"]),
-            bm25_avg_len=_optional_float(stored.get("bm25_avg_len")),
-        )
+            ) from None
 
     async def _create_indexes(self, name: str, fields: Sequence[str]) -> None:
         for key in fields:
-            schema = (
-                models.PayloadSchemaType.INTEGER
-                if key in INDEXED_INTEGERS
-                else models.PayloadSchemaType.KEYWORD
-            )
             await self._client.create_payload_index(
-                name, field_name=key, field_schema=schema, wait=True
+                name, field_name=key, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
             )
 
     async def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
@@ -157,11 +146,7 @@ class ServerStore:
             check_compatible(existing, spec)
             # Self-heals a creation interrupted before its indexes: the spec is written with
             # the collection itself, the indexes only after it.
-            missing = [
-                key
-                for key in (*INDEXED_KEYWORDS, *INDEXED_INTEGERS)
-                if key not in info.payload_schema
-            ]
+            missing = [key for key in INDEXED_KEYWORDS if key not in info.payload_schema]
             await self._create_indexes(spec.name, missing)
             return existing
         stored = _stored_spec(spec)
@@ -184,7 +169,7 @@ class ServerStore:
                 raise
             # Another process created it between our look and our create: its spec wins.
             return await self.ensure_collection(spec)
-        await self._create_indexes(spec.name, (*INDEXED_KEYWORDS, *INDEXED_INTEGERS))
+        await self._create_indexes(spec.name, INDEXED_KEYWORDS)
         return spec
 
     async def update_collection(self, spec: CollectionSpec) -> None:
@@ -309,10 +294,7 @@ class ServerStore:
                     for q, u in signals
                 ],
             )
-        return merge_candidates(
-            [[(str(p.id), p.score) for p in r.points] for r in first],
-            [{str(p.id): p.score for p in r.points} for r in second],
-        )
+        return merge_candidates(ids, [{str(p.id): p.score for p in r.points} for r in second])
 
     async def fetch(self, collection: str, point_ids: Sequence[str]) -> list[Chunk]:
         """Chunks by point id, in the order asked."""
@@ -332,7 +314,3 @@ class ServerStore:
 
 def _stored_spec(spec: CollectionSpec) -> dict[str, object]:
     return {k: v for k, v in spec_to_dict(spec).items() if k != "name"}
-
-
-def _optional_float(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None

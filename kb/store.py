@@ -13,9 +13,8 @@ DENSE = "dense"
 # The document-level vector: every chunk of a document carries the same one.
 DOC = "doc"
 SPARSE = "bm25"
-# Payload fields that get an index: filters by document and listing by first chunk.
+# Payload fields that get a keyword index: the filters by document and by version.
 INDEXED_KEYWORDS = ("doc_id", "content_hash")
-INDEXED_INTEGERS = ("chunk_index",)
 # Only these payload fields are read back when listing documents.
 DOCUMENT_FIELDS = ["doc_id", "title", "source", "content_hash", "chunk_count", "ingested_at"]
 
@@ -122,6 +121,18 @@ def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
     }
 
 
+def spec_from_dict(name: str, data: Mapping[str, Any]) -> CollectionSpec:
+    """A collection spec from what spec_to_dict stored; KeyError when a field is missing."""
+    avg_len = data.get("bm25_avg_len")
+    return CollectionSpec(
+        name=name,
+        dense_size=int(data["dense_size"]),
+        embedding_model=str(data["embedding_model"]),
+        language=str(data["language"]),
+        bm25_avg_len=float(avg_len) if isinstance(avg_len, int | float) else None,
+    )
+
+
 def check_compatible(existing: CollectionSpec, wanted: CollectionSpec) -> None:
     """A collection keeps the model and language it was built with: mixing breaks search."""
     if (existing.dense_size, existing.embedding_model) != (
@@ -141,11 +152,8 @@ def check_compatible(existing: CollectionSpec, wanted: CollectionSpec) -> None:
         )
 
 
-def merge_candidates(
-    first: Sequence[Sequence[tuple[str, float]]], scores: Sequence[Mapping[str, float]]
-) -> list[Candidate]:
-    """Candidates from the first pass's (id, score) lists, completed with each signal's exact
-    scores from the second pass (dense, document, BM25); a missing BM25 score is 0."""
-    ids = list(dict.fromkeys(point_id for hits in first for point_id, _ in hits))
+def merge_candidates(ids: Sequence[str], scores: Sequence[Mapping[str, float]]) -> list[Candidate]:
+    """Candidates with each signal's exact scores from the id-restricted pass (dense,
+    document, BM25); a chunk without a query term has BM25 0."""
     dense, doc, sparse = scores
     return [Candidate(i, dense.get(i, 0.0), doc.get(i, 0.0), sparse.get(i, 0.0)) for i in ids]

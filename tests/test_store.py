@@ -26,7 +26,7 @@ from kb.errors import (
 from kb.schema import Candidate, Chunk, ChunkVectors, CollectionSpec, SparseVector
 from kb.server import UPSERT_BATCH, ServerStore
 from kb.settings import QdrantSettings
-from kb.store import INDEXED_INTEGERS, INDEXED_KEYWORDS, VectorStore
+from kb.store import INDEXED_KEYWORDS, VectorStore
 
 # Fixtures run on the session loop (pyproject); the tests must share it.
 pytestmark = [
@@ -462,7 +462,6 @@ async def test_server_creation_passes_sharding_and_indexes(
     requested = {(c["field_name"], c["field_schema"]) for c in index.calls}
     assert requested == {
         *((key, models.PayloadSchemaType.KEYWORD) for key in INDEXED_KEYWORDS),
-        *((key, models.PayloadSchemaType.INTEGER) for key in INDEXED_INTEGERS),
     }
 
 
