@@ -2,10 +2,11 @@
 
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ingestion.pipeline import Ingestor
 from ingestion.settings import IngestionSettings
@@ -38,6 +39,6 @@ async def fresh_bench() -> AsyncIterator[Bench]:
             await store.close()
 
 
-def print_result(result: dict[str, float | int]) -> None:
+def print_result(result: Mapping[str, Any]) -> None:
     """The benchmark's result: one JSON object on the last line."""
     print(json.dumps(result))

@@ -1,0 +1,1 @@
+"""The answer chain: paraphrase → retrieve → relevance → clarify → answer, one module a step."""

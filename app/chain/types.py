@@ -1,0 +1,123 @@
+"""Typed inputs and outputs of the chain and its steps."""
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from app.llm.base import OnDelta
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the chat's recent history."""
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRequest:
+    """A question, where to look, and who asks (for the trace)."""
+
+    message: str
+    collections: Sequence[str]
+    history: Sequence[Turn] = ()
+    user_id: str | None = None
+    session_id: str | None = None
+    # The caller's id of this run (e.g. chat and message id); the trace id derives from it.
+    run_key: str | None = None
+    # The option the user picked after a clarifying question; the clarify step is skipped.
+    clarification: str | None = None
+    # Receives the answer's text while it is generated.
+    on_delta: OnDelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Language:
+    """The question's language: its name for the prompts, and the letters its output may use."""
+
+    code: str
+    name: str
+    letters: str
+
+
+# Written as escapes: Cyrillic and Latin look-alikes are indistinguishable in source.
+_CYRILLIC_LETTERS = "\u0410-\u044f\u0401\u0451"
+_CYRILLIC = re.compile(f"[{_CYRILLIC_LETTERS}]")
+RUSSIAN = Language("ru", "Russian", _CYRILLIC_LETTERS + "A-Za-z")
+ENGLISH = Language("en", "English", "A-Za-zÀ-ÖØ-öø-ÿ")
+
+
+def detect_language(text: str) -> Language:
+    """Russian when the text has Cyrillic letters, otherwise a Latin-script language."""
+    return RUSSIAN if _CYRILLIC.search(text) else ENGLISH
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One numbered excerpt of the context: one document's retrieved (and merged) chunks."""
+
+    n: int
+    collection: str
+    doc_id: str
+    title: str
+    heading: str
+    text: str
+    source: str
+    score: float
+    # The section headings (below the title) the passage's chunks come from.
+    sections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """A cited document, as shown under an answer."""
+
+    n: int
+    title: str
+    doc_id: str
+    collection: str
+    source: str
+    url: str | None
+
+    @classmethod
+    def of(cls, passage: Passage) -> "SourceRef":
+        """The source behind a passage; a web source gets a link."""
+        url = passage.source if passage.source.startswith(("http://", "https://")) else None
+        return cls(
+            passage.n, passage.title, passage.doc_id, passage.collection, passage.source, url
+        )
+
+
+class ResultKind(StrEnum):
+    """What the chain produced."""
+
+    ANSWER = "answer"
+    CLARIFY = "clarify"
+    NOT_FOUND = "not_found"
+    ERROR = "error"
+
+
+@dataclass(slots=True)
+class ChainResult:
+    """The outcome of one run, for the bot, the CLI and the benchmarks."""
+
+    kind: ResultKind
+    text: str
+    trace_id: str
+    query: str
+    language: str
+    options: list[str] = field(default_factory=list)
+    sources: list[SourceRef] = field(default_factory=list)
+    # Milliseconds per step, plus "llm" (time inside LLM calls) and "total".
+    timings: dict[str, float] = field(default_factory=dict)
+    # For kind "error": what failed, for logs (never shown to users as is).
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        return data

@@ -1,0 +1,133 @@
+"""`python -m app`: ask the chain a question, manage prompts (and, later, run the bot)."""
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.chain.types import ChainRequest, ChainResult, ResultKind
+from app.errors import AppError
+from app.factory import build_services
+from app.prompts import load_prompt_files
+from app.prompts_push import push_prompts
+from app.settings import LangfuseSettings, Settings
+from app.tracing import Tracer
+from kb.errors import KBError
+from kb.settings import load_settings
+from kb.store import validate_collection_name
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app", description="Answers from the knowledge base."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", help="run the answer chain once on a question")
+    ask.add_argument("question", metavar="QUESTION")
+    ask.add_argument("--collection", required=True, action="append", type=_collection)
+    ask.add_argument("--clarification", help="the option picked after a clarifying question")
+    ask.add_argument("--user", default="cli", help="user id for the trace (default: cli)")
+    ask.add_argument("--json", action="store_true", help="print the result object last, as JSON")
+    prompts = commands.add_parser("prompts", help="check prompt files, or push them to Langfuse")
+    actions = prompts.add_subparsers(dest="action", required=True)
+    actions.add_parser("check", help="parse and render every prompt file")
+    push = actions.add_parser("push", help="upload the prompt files as new Langfuse versions")
+    push.add_argument("--label", help="label for the new versions (default: LANGFUSE_PROMPT_LABEL)")
+    push.add_argument("--force", action="store_true", help="push even when unchanged")
+    return parser
+
+
+def _collection(value: str) -> str:
+    try:
+        return validate_collection_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_result(result: ChainResult, streamed: bool) -> None:
+    if result.kind is ResultKind.ANSWER:
+        if not streamed:
+            print(result.text)
+        print()
+    elif result.kind is ResultKind.CLARIFY:
+        print(result.text)
+        for option in result.options:
+            print(f"  - {option}")
+        print('(ask again with --clarification "OPTION")')
+    else:
+        print(result.text)
+    if result.sources:
+        print("Sources:")
+        for source in result.sources:
+            where = source.url or f"{source.collection}/{source.doc_id}"
+            print(f"  [{source.n}] {source.title} ({where})")
+
+
+async def _ask(args: argparse.Namespace) -> int:
+    services = await build_services(Settings.load())
+    streamed = False
+
+    async def show(delta: str) -> None:
+        nonlocal streamed
+        streamed = True
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    try:
+        request = ChainRequest(
+            message=args.question,
+            collections=args.collection,
+            user_id=args.user,
+            session_id=f"cli-{args.user}",
+            clarification=args.clarification,
+            on_delta=None if args.json else show,
+        )
+        result = await services.chain.run(request)
+    finally:
+        await services.aclose()
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        _print_result(result, streamed)
+    if result.kind is ResultKind.ERROR:
+        print(f"error: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _prompts(args: argparse.Namespace) -> int:
+    settings = load_settings(LangfuseSettings)
+    files = load_prompt_files(Settings.load().chain.prompts_dir)
+    if args.action == "check":
+        for name, prompt in files.items():
+            print(f"ok {name} ({prompt.version}): {len(prompt.messages)} messages")
+        return EXIT_OK
+    tracer = Tracer.from_settings(settings)
+    if tracer.langfuse is None:
+        print("error: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY to push", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        label = args.label or settings.prompt_label
+        for line in await asyncio.to_thread(
+            push_prompts, tracer.langfuse, files, label, args.force
+        ):
+            print(line)
+    finally:
+        tracer.shutdown()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; 0 on success, 1 when the chain failed, 2 on usage or setup errors."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    command = _ask if args.command == "ask" else _prompts
+    try:
+        return asyncio.run(command(args))
+    except (KBError, AppError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USAGE

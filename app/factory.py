@@ -1,0 +1,74 @@
+"""The composition root's builder: every client is made once here and handed to the chain."""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from app.chain.chain import Chain
+from app.llm.base import LLMClient
+from app.llm.llamacpp import LlamaCppClient
+from app.llm.router import aclose_all, build_llm_clients
+from app.prompts import PromptStore, load_prompt_files
+from app.settings import Settings
+from app.tracing import Tracer
+from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.factory import open_store
+from kb.search import HybridSearcher
+from kb.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What a running process uses; closed together on shutdown."""
+
+    settings: Settings
+    store: VectorStore
+    searcher: HybridSearcher
+    llm: dict[str, LLMClient]
+    prompts: PromptStore
+    tracer: Tracer
+    chain: Chain
+
+    async def aclose(self) -> None:
+        """Stop background work, flush traces, release models and the store."""
+        await self.prompts.aclose()
+        await aclose_all(self.llm)
+        await asyncio.to_thread(self.tracer.shutdown)
+        await self.store.close()
+
+
+async def build_services(settings: Settings) -> Services:
+    """Open the store, load the embedders, connect the LLM(s), Langfuse and the prompts."""
+    store = open_store(settings.qdrant)
+    try:
+        dense = await asyncio.to_thread(DenseEmbedder, settings.embedding)
+        searcher = HybridSearcher(store, dense, SparseEmbedder(), settings.search)
+        llm = build_llm_clients(settings.llm, embedded=lambda: LlamaCppClient(settings.llm))
+        tracer = Tracer.from_settings(settings.langfuse)
+        prompts = PromptStore(
+            load_prompt_files(settings.chain.prompts_dir),
+            tracer.langfuse,
+            label=settings.langfuse.prompt_label,
+            refresh_s=settings.langfuse.prompt_refresh_s,
+            fetch_timeout_s=settings.langfuse.prompt_fetch_timeout_s,
+        )
+        await prompts.start()
+    except BaseException:
+        await store.close()
+        raise
+    chain = Chain(
+        searcher=searcher,
+        store=store,
+        llm=llm,
+        prompts=prompts,
+        tracer=tracer,
+        settings=settings.chain,
+    )
+    log.info("LLM: %s; tracing %s", _describe(llm), "on" if tracer.enabled else "off")
+    return Services(settings, store, searcher, llm, prompts, tracer, chain)
+
+
+def _describe(llm: dict[str, LLMClient]) -> str:
+    return ", ".join(f"{step}={client.model}" for step, client in llm.items())

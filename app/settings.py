@@ -1,0 +1,131 @@
+"""Settings of the answer side, one class per concern (LLM_*, LANGFUSE_*, CHAIN_*).
+
+The knowledge base's own settings (QDRANT_*, EMBEDDING_*, SEARCH_*) live in kb.settings.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kb.settings import (
+    EmbeddingSettings,
+    QdrantSettings,
+    SearchSettings,
+    load_settings,
+)
+
+STEPS = ("paraphrase", "relevance", "clarify", "answer")
+
+
+class LLMSettings(BaseSettings):
+    """The language model: an OpenAI-compatible server (vLLM) when base_url is set, otherwise
+    llama.cpp in process with the bundled Gemma 3 270M (or gguf_path)."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = ""
+    # Bounded waits: connecting, and the whole request (a long answer included).
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    # Retries on connection errors, timeouts and 5xx, with exponential backoff.
+    retries: int = Field(default=2, ge=0, le=10)
+    backoff_s: float = Field(default=0.5, ge=0)
+    # Used when the primary keeps failing (after its retries).
+    fallback_base_url: str | None = None
+    fallback_model: str = ""
+    fallback_api_key: SecretStr | None = None
+    # Per-step endpoint and model; unset means the main one.
+    paraphrase_base_url: str | None = None
+    paraphrase_model: str = ""
+    paraphrase_api_key: SecretStr | None = None
+    relevance_base_url: str | None = None
+    relevance_model: str = ""
+    relevance_api_key: SecretStr | None = None
+    clarify_base_url: str | None = None
+    clarify_model: str = ""
+    clarify_api_key: SecretStr | None = None
+    answer_base_url: str | None = None
+    answer_model: str = ""
+    answer_api_key: SecretStr | None = None
+    # Embedded llama.cpp: a GGUF file (empty: the bundled Gemma 3 270M), context and threads.
+    gguf_path: Path | None = None
+    n_ctx: int = Field(default=8192, ge=512)
+    n_threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _model_with_server(self) -> "LLMSettings":
+        if self.base_url and not self.model:
+            raise ValueError("LLM_MODEL must name the served model when LLM_BASE_URL is set")
+        if self.fallback_base_url and not (self.fallback_model or self.model):
+            raise ValueError("LLM_FALLBACK_MODEL is needed with LLM_FALLBACK_BASE_URL")
+        return self
+
+
+class LangfuseSettings(BaseSettings):
+    """Tracing and prompt management; off unless both keys are set."""
+
+    model_config = SettingsConfigDict(env_prefix="LANGFUSE_", env_file=".env", extra="ignore")
+
+    public_key: str | None = None
+    secret_key: SecretStr | None = None
+    base_url: str = Field(
+        default="http://localhost:3000",
+        validation_alias=AliasChoices("LANGFUSE_BASE_URL", "LANGFUSE_HOST"),
+    )
+    environment: str | None = None
+    # Prompt management: which label overrides the files, how often it is looked up again,
+    # and how long one lookup may take (it never runs on a user's request).
+    prompt_label: str = "production"
+    prompt_refresh_s: float = Field(default=60.0, gt=0)
+    prompt_fetch_timeout_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        """Both keys are set."""
+        return bool(self.public_key and self.secret_key and self.secret_key.get_secret_value())
+
+
+class ChainSettings(BaseSettings):
+    """The answer chain: how much is retrieved and how much of it the LLM sees."""
+
+    model_config = SettingsConfigDict(env_prefix="CHAIN_", env_file=".env", extra="ignore")
+
+    top_k: int = Field(default=6, ge=1, le=50)
+    # Context handed to the LLM, in tokens (about 4 characters each).
+    context_tokens: int = Field(default=1500, ge=100)
+    # Chat turns (a question and its answer each) the paraphrase step sees.
+    history_turns: int = Field(default=3, ge=0, le=20)
+    # Below this fused score of the best hit the chain answers "not found" without asking the
+    # LLM (0 disables the shortcut).
+    min_score: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Add the chunks just before and after the best hits to the context.
+    neighbours: bool = True
+    prompts_dir: Path = Path(__file__).resolve().parent.parent / "prompts"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every concern's settings, read once at start-up."""
+
+    qdrant: QdrantSettings
+    embedding: EmbeddingSettings
+    search: SearchSettings
+    llm: LLMSettings
+    langfuse: LangfuseSettings
+    chain: ChainSettings
+
+    @classmethod
+    def load(cls) -> "Settings":
+        """From the environment and .env; raises ConfigurationError naming a bad variable."""
+        return cls(
+            qdrant=load_settings(QdrantSettings),
+            embedding=load_settings(EmbeddingSettings),
+            search=load_settings(SearchSettings),
+            llm=load_settings(LLMSettings),
+            langfuse=load_settings(LangfuseSettings),
+            chain=load_settings(ChainSettings),
+        )
