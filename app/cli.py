@@ -1,4 +1,4 @@
-"""`python -m app`: ask the chain a question, manage prompts (and, later, run the bot)."""
+"""`python -m app`: run the Telegram bot (default), ask the chain a question, manage prompts."""
 
 import argparse
 import asyncio
@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app", description="Answers from the knowledge base."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("bot", help="run the Telegram bot (the default)")
     ask = commands.add_parser("ask", help="run the answer chain once on a question")
     ask.add_argument("question", metavar="QUESTION")
     ask.add_argument("--collection", required=True, action="append", type=_collection)
@@ -99,6 +100,21 @@ async def _ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _bot(args: argparse.Namespace) -> int:
+    from app.bot.app import run_bot
+    from app.bot.settings import BotSettings
+
+    settings = Settings.load()
+    bot_settings = load_settings(BotSettings)
+    try:
+        bot_settings.require_token()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    await run_bot(settings, bot_settings)
+    return EXIT_OK
+
+
 async def _prompts(args: argparse.Namespace) -> int:
     settings = load_settings(LangfuseSettings)
     files = load_prompt_files(Settings.load().chain.prompts_dir)
@@ -123,9 +139,12 @@ async def _prompts(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; 0 on success, 1 when the chain failed, 2 on usage or setup errors."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    command = _ask if args.command == "ask" else _prompts
+    name = args.command or "bot"
+    # The bot is a service: its log says what it does; one-shot commands only warn.
+    level = logging.INFO if name == "bot" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = {"ask": _ask, "prompts": _prompts, "bot": _bot}[name]
     try:
         return asyncio.run(command(args))
     except (KBError, AppError) as exc:

@@ -159,8 +159,10 @@ class Tracer:
         comment: str | None = None,
         *,
         boolean: bool = False,
+        score_id: str | None = None,
     ) -> None:
-        """Record a score (feedback) on a trace; queued, sent in the background."""
+        """Record a score (feedback) on a trace; queued, sent in the background. The same
+        score_id again updates that score (a comment added after the thumbs-down)."""
         if self._langfuse is None:
             return
         self._langfuse.create_score(
@@ -168,6 +170,7 @@ class Tracer:
             value=value,
             trace_id=trace_id,
             comment=comment,
+            score_id=score_id,
             data_type="BOOLEAN" if boolean else "NUMERIC",
         )
 

@@ -1,0 +1,1 @@
+"""The Telegram bot: employees ask, content owners upload (aiogram 3)."""

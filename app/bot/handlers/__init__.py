@@ -1,0 +1,1 @@
+"""One router per handler module; app.bot.app includes them in order, the catch-all last."""

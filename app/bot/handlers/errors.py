@@ -1,0 +1,35 @@
+"""The one error handler: the user gets a short apology, the log gets the details; no stack
+trace ever reaches a chat."""
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import ErrorEvent
+
+from app.bot.texts import t
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+
+@router.errors()
+async def on_error(event: ErrorEvent, bot: Bot) -> bool:
+    """Log the failure with the update, and apologise in the chat it came from."""
+    update = event.update
+    log.error(
+        "update %s failed: %s",
+        update.update_id,
+        event.exception,
+        exc_info=(type(event.exception), event.exception, event.exception.__traceback__),
+    )
+    message = update.message or (update.callback_query.message if update.callback_query else None)
+    user = update.message.from_user if update.message else None
+    if user is None and update.callback_query is not None:
+        user = update.callback_query.from_user
+    if message is not None:
+        try:
+            await bot.send_message(message.chat.id, t("error", user))
+        except TelegramAPIError as exc:
+            log.warning("could not send the apology to chat %s: %s", message.chat.id, exc)
+    return True

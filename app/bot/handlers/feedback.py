@@ -1,0 +1,68 @@
+"""Feedback: 👍/👎 under an answer become a Langfuse score on that answer's trace; a 👎 invites
+a one-line comment, stored as the score's comment."""
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from app.bot import conversation
+from app.bot.keyboards import Feedback
+from app.bot.texts import t
+from app.tracing import Tracer
+
+router = Router(name=__name__)
+SCORE = "user_feedback"
+
+
+def score_id(trace_id: str) -> str:
+    """One feedback score per answer: pressing again, or commenting, updates it."""
+    return f"{trace_id}-feedback"
+
+
+@router.callback_query(Feedback.filter())
+async def rated(
+    query: CallbackQuery, callback_data: Feedback, tracer: Tracer, state: FSMContext
+) -> None:
+    """Record the rating; after a thumbs-down, ask what was wrong."""
+    trace_id = callback_data.trace
+    tracer.score(
+        trace_id, SCORE, 1.0 if callback_data.up else 0.0, boolean=True, score_id=score_id(trace_id)
+    )
+    await query.answer(t("thanks", query.from_user))
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=None)
+    # Comments are taken in private chats only: in a group the next line may be for others.
+    message = query.message
+    if not callback_data.up and isinstance(message, Message) and message.chat.type == "private":
+        talk = await conversation.load(state)
+        talk.comment_for = trace_id
+        await conversation.save(state, talk)
+        await message.answer(t("ask_comment", query.from_user))
+
+
+async def _awaiting_comment(message: Message, state: FSMContext) -> bool:
+    return (await conversation.load(state)).comment_for is not None
+
+
+@router.message(Command("skip"), _awaiting_comment)
+async def skip(message: Message, state: FSMContext) -> None:
+    """No comment after all."""
+    talk = await conversation.load(state)
+    talk.comment_for = None
+    await conversation.save(state, talk)
+    await message.answer(t("skipped", message.from_user))
+
+
+@router.message(F.text, ~F.text.startswith("/"), _awaiting_comment)
+async def comment(message: Message, tracer: Tracer, state: FSMContext) -> None:
+    """The line after a thumbs-down: the comment of that answer's score."""
+    talk = await conversation.load(state)
+    trace_id = talk.comment_for
+    talk.comment_for = None
+    await conversation.save(state, talk)
+    if trace_id is None:
+        return
+    text = " ".join((message.text or "").split())[:500]
+    tracer.score(trace_id, SCORE, 0.0, comment=text, boolean=True, score_id=score_id(trace_id))
+    await message.answer(t("comment_saved", message.from_user))

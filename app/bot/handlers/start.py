@@ -1,0 +1,65 @@
+"""/start, /help and /collection: greeting, usage, and choosing the knowledge base."""
+
+from aiogram import Router
+from aiogram.filters import Command, CommandStart
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from app.bot import conversation
+from app.bot.access import Access
+from app.bot.keyboards import ChooseCollection, collection_buttons
+from app.bot.scope import by_index, readable
+from app.bot.texts import t
+
+router = Router(name=__name__)
+
+
+@router.message(CommandStart())
+async def start(message: Message, access: Access) -> None:
+    """Greet, explain, and offer the collections this user may read."""
+    await message.answer(t("start", message.from_user))
+    await _offer(message, access)
+
+
+@router.message(Command("help"))
+async def help_(message: Message) -> None:
+    """Usage."""
+    await message.answer(t("help", message.from_user))
+
+
+@router.message(Command("collection"))
+async def choose(message: Message, access: Access) -> None:
+    """Offer the collections again."""
+    await _offer(message, access)
+
+
+async def _offer(message: Message, access: Access) -> None:
+    user = message.from_user
+    options = readable(access, user.id if user else 0, message.chat)
+    if not options:
+        await message.answer(t("no_access", user))
+    elif len(options) == 1:
+        await message.answer(t("chosen", user, title=options[0][1].label))
+    else:
+        await message.answer(
+            t("choose", user), reply_markup=collection_buttons(options, ChooseCollection)
+        )
+
+
+@router.callback_query(ChooseCollection.filter())
+async def chosen(
+    query: CallbackQuery, callback_data: ChooseCollection, access: Access, state: FSMContext
+) -> None:
+    """Remember the chosen collection, if this chat may read it."""
+    config = by_index(access, callback_data.index)
+    chat = query.message.chat if query.message else None
+    allowed = {c.name for _, c in readable(access, query.from_user.id, chat)} if chat else set()
+    if config is None or config.name not in allowed:
+        await query.answer(t("no_access", query.from_user), show_alert=True)
+        return
+    state_data = await conversation.load(state)
+    state_data.collection = config.name
+    await conversation.save(state, state_data)
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(t("chosen", query.from_user, title=config.label))
