@@ -20,6 +20,7 @@ import yaml
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from langfuse import Langfuse
+from langfuse.api import NotFoundError
 from langfuse.model import ChatPromptClient, PromptClient
 
 from app.errors import PromptError
@@ -225,10 +226,14 @@ class PromptStore:
             return
         names = list(self._files)
         fetched = await asyncio.gather(*(asyncio.to_thread(self._fetch, n) for n in names))
-        for name, prompt in zip(names, fetched, strict=True):
-            self._current[name] = prompt or self._files[name]
+        for name, (reached, prompt) in zip(names, fetched, strict=True):
+            if reached:
+                self._current[name] = prompt or self._files[name]
 
-    def _fetch(self, name: str) -> Prompt | None:
+    def _fetch(self, name: str) -> tuple[bool, Prompt | None]:
+        """(Langfuse answered, its valid override or None for "use the file"). When Langfuse
+        could not be asked, what is in force stays: a network blip must not flip production
+        back to the files."""
         assert self._langfuse is not None
         try:
             client = self._langfuse.get_prompt(
@@ -239,12 +244,15 @@ class PromptStore:
                 max_retries=0,
                 fetch_timeout_seconds=self._timeout,
             )
-            return from_langfuse(client)
+            return True, from_langfuse(client)
         except PromptError as exc:
             log.warning("%s; using prompts/%s.md", exc, name)
-        except Exception as exc:  # any SDK or network failure means: use the file
-            log.info("Langfuse prompt %s unavailable (%s); using the file", name, exc)
-        return None
+        except NotFoundError:
+            log.debug("no Langfuse prompt %s@%s; using the file", name, self._label)
+        except Exception as exc:  # network or server trouble: keep what is in force
+            log.info("Langfuse prompt %s unavailable (%s); keeping the current one", name, exc)
+            return False, None
+        return True, None
 
     async def start(self) -> None:
         """Fetch overrides now, then again every refresh_s in the background."""

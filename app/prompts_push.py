@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from langfuse import Langfuse
+from langfuse.api import NotFoundError
 from langfuse.model import ChatPromptClient
 
 from app.prompts import Prompt
@@ -17,8 +18,8 @@ def _current(langfuse: Langfuse, name: str, label: str) -> ChatPromptClient | No
         client = langfuse.get_prompt(
             name, label=label, type="chat", cache_ttl_seconds=0, max_retries=0
         )
-    except Exception as exc:  # a prompt never pushed is a 404 here: push it
-        log.debug("no current %s@%s: %s", name, label, exc)
+    except NotFoundError:  # never pushed (other errors stop the push: no duplicate versions)
+        log.debug("no current %s@%s", name, label)
         return None
     return client if isinstance(client, ChatPromptClient) else None
 

@@ -49,7 +49,8 @@ class BotDeps:
 
 
 def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispatcher:
-    """A Dispatcher with every router (feedback comments before questions, errors last)."""
+    """A Dispatcher with every router (feedback comments before questions) and the error
+    handler. Routers are built per Dispatcher, so tests and benchmarks can run several."""
     dp = Dispatcher(
         storage=storage or MemoryStorage(),
         chain=deps.chain,
@@ -61,7 +62,8 @@ def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispa
         limiter=RateLimiter(deps.bot_settings.rate_limit_per_minute),
         chain_slots=asyncio.Semaphore(deps.bot_settings.max_concurrent_chains),
     )
-    dp.include_routers(start.router, feedback.router, owners.router, ask.router, errors.router)
+    dp.include_routers(start.router(), feedback.router(), owners.router(), ask.router())
+    dp.errors.register(errors.on_error)
     return dp
 
 

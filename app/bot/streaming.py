@@ -41,6 +41,7 @@ class AnswerStream:
         self._text = ""
         self._shown = ""
         self._changed = asyncio.Event()
+        self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._message_id: int | None = None
 
@@ -52,14 +53,16 @@ class AnswerStream:
             self._task = asyncio.create_task(self._preview(), name=f"preview-{self.chat_id}")
 
     async def _preview(self) -> None:
-        while True:
+        while not self._closed.is_set():
             await self._changed.wait()
             self._changed.clear()
             text = self._text.strip()
-            if text and text != self._shown:
+            if text and text != self._shown and not self._closed.is_set():
                 await self._show(html.escape(text[-LIMIT:]))
                 self._shown = text
-            await asyncio.sleep(self.interval_s)
+            # Wait out the interval, unless the answer is complete.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.interval_s)
 
     async def _show(self, text: str) -> None:
         try:
@@ -81,12 +84,15 @@ class AnswerStream:
             log.info("preview update failed in chat %s: %s", self.chat_id, exc)
 
     async def stop(self) -> None:
-        """Stop updating the preview."""
+        """Stop updating the preview (an update already on its way is let through, so the
+        final message never races an older preview)."""
+        self._closed.set()
+        self._changed.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
-            self._task = None
+            finally:
+                self._task = None
 
     async def finish(
         self, messages: list[str], markup: InlineKeyboardMarkup | None = None

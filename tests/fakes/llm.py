@@ -1,6 +1,7 @@
 """An in-process LLM client for chain tests: answers per step by looking at the request,
 records every call, and can fail on demand."""
 
+import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class ScriptedLLM:
     calls: list[Call] = field(default_factory=list)
     name: str = "scripted"
     concurrent: bool = True
+    # Pause between streamed pieces (a real model takes time per token).
+    delta_delay_s: float = 0.0
 
     @property
     def model(self) -> str:
@@ -85,6 +88,7 @@ class ScriptedLLM:
             text = _default_reply(step, messages, regex)
         if on_delta is not None:
             for piece in re.findall(r"\S+\s*", text):
+                await asyncio.sleep(self.delta_delay_s)
                 await on_delta(piece)
         return Completion(text, self.name, Usage(10, len(text.split())), 0.0, "stop")
 

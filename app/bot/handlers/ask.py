@@ -22,7 +22,6 @@ from app.chain.chain import Chain
 from app.chain.types import ChainRequest, ChainResult, ResultKind
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
 
 
 async def _addressed(message: Message, bot: Bot) -> str | None:
@@ -44,7 +43,6 @@ async def _addressed(message: Message, bot: Bot) -> str | None:
     return None
 
 
-@router.message(F.text)
 async def ask(
     message: Message,
     *,
@@ -133,7 +131,6 @@ async def run_chain(
     return result
 
 
-@router.callback_query(ClarifyOption.filter())
 async def clarified(
     query: CallbackQuery,
     *,
@@ -174,3 +171,11 @@ async def clarified(
     if result.kind is ResultKind.ANSWER:
         talk.remember(f"{question} ({option})", result.text, bot_settings.history_turns)
     await conversation.save(state, talk)
+
+
+def router() -> Router:
+    """A fresh router with this module's handlers (one per Dispatcher)."""
+    built = Router(name=__name__)
+    built.message.register(ask, F.text)
+    built.callback_query.register(clarified, ClarifyOption.filter())
+    return built

@@ -1,19 +1,17 @@
-"""The one error handler: the user gets a short apology, the log gets the details; no stack
-trace ever reaches a chat."""
+"""The one error handler (registered on the Dispatcher, so it sees every router's errors): the
+user gets a short apology, the log gets the details; no stack trace ever reaches a chat."""
 
 import logging
 
-from aiogram import Bot, Router
+from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
 
 from app.bot.texts import t
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
 
 
-@router.errors()
 async def on_error(event: ErrorEvent, bot: Bot) -> bool:
     """Log the failure with the update, and apologise in the chat it came from."""
     update = event.update

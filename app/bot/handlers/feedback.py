@@ -11,7 +11,6 @@ from app.bot.keyboards import Feedback
 from app.bot.texts import t
 from app.tracing import Tracer
 
-router = Router(name=__name__)
 SCORE = "user_feedback"
 
 
@@ -20,7 +19,6 @@ def score_id(trace_id: str) -> str:
     return f"{trace_id}-feedback"
 
 
-@router.callback_query(Feedback.filter())
 async def rated(
     query: CallbackQuery, callback_data: Feedback, tracer: Tracer, state: FSMContext
 ) -> None:
@@ -45,7 +43,6 @@ async def _awaiting_comment(message: Message, state: FSMContext) -> bool:
     return (await conversation.load(state)).comment_for is not None
 
 
-@router.message(Command("skip"), _awaiting_comment)
 async def skip(message: Message, state: FSMContext) -> None:
     """No comment after all."""
     talk = await conversation.load(state)
@@ -54,7 +51,6 @@ async def skip(message: Message, state: FSMContext) -> None:
     await message.answer(t("skipped", message.from_user))
 
 
-@router.message(F.text, ~F.text.startswith("/"), _awaiting_comment)
 async def comment(message: Message, tracer: Tracer, state: FSMContext) -> None:
     """The line after a thumbs-down: the comment of that answer's score."""
     talk = await conversation.load(state)
@@ -66,3 +62,12 @@ async def comment(message: Message, tracer: Tracer, state: FSMContext) -> None:
     text = " ".join((message.text or "").split())[:500]
     tracer.score(trace_id, SCORE, 0.0, comment=text, boolean=True, score_id=score_id(trace_id))
     await message.answer(t("comment_saved", message.from_user))
+
+
+def router() -> Router:
+    """A fresh router with this module's handlers (one per Dispatcher)."""
+    built = Router(name=__name__)
+    built.callback_query.register(rated, Feedback.filter())
+    built.message.register(skip, Command("skip"), _awaiting_comment)
+    built.message.register(comment, F.text, ~F.text.startswith("/"), _awaiting_comment)
+    return built

@@ -30,7 +30,6 @@ from ingestion.readers import is_supported
 from kb.store import VectorStore
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
 _MB = 1024 * 1024
 
 
@@ -39,7 +38,6 @@ def _owned(access: Access, user: User) -> list[tuple[int, CollectionConfig]]:
     return [(i, c) for i, c in enumerate(access.collections.values()) if c.name in names]
 
 
-@router.message(F.document)
 async def upload(
     message: Message,
     *,
@@ -81,7 +79,6 @@ async def upload(
         )
 
 
-@router.callback_query(UploadTarget.filter())
 async def upload_target(
     query: CallbackQuery,
     *,
@@ -170,7 +167,6 @@ def _report_lines(report: IngestReport) -> list[str]:
     return lines
 
 
-@router.message(Command("docs"))
 async def docs(message: Message, access: Access, store: VectorStore) -> None:
     """The documents of the collection the owner owns (asked when several)."""
     user = message.from_user
@@ -185,7 +181,6 @@ async def docs(message: Message, access: Access, store: VectorStore) -> None:
         )
 
 
-@router.callback_query(ListDocs.filter())
 async def docs_of(
     query: CallbackQuery, callback_data: ListDocs, access: Access, store: VectorStore
 ) -> None:
@@ -210,7 +205,6 @@ async def _listing(store: VectorStore, config: CollectionConfig, user: User | No
     return "\n".join(lines)[:4000]
 
 
-@router.message(Command("delete"))
 async def delete(
     message: Message,
     *,
@@ -244,7 +238,6 @@ async def delete(
     await message.answer(t("delete_missing", user, doc=doc_id, title=owned[0][1].label))
 
 
-@router.callback_query(ConfirmDelete.filter())
 async def delete_confirmed(
     query: CallbackQuery,
     *,
@@ -272,3 +265,15 @@ async def delete_confirmed(
     removed = await ingestor.delete(name, doc_id)
     title = access.collections[name].label
     await message.answer(t("deleted", query.from_user, doc=doc_id, title=title, chunks=removed))
+
+
+def router() -> Router:
+    """A fresh router with this module's handlers (one per Dispatcher)."""
+    built = Router(name=__name__)
+    built.message.register(upload, F.document)
+    built.callback_query.register(upload_target, UploadTarget.filter())
+    built.message.register(docs, Command("docs"))
+    built.callback_query.register(docs_of, ListDocs.filter())
+    built.message.register(delete, Command("delete"))
+    built.callback_query.register(delete_confirmed, ConfirmDelete.filter())
+    return built

@@ -11,23 +11,18 @@ from app.bot.keyboards import ChooseCollection, collection_buttons
 from app.bot.scope import by_index, readable
 from app.bot.texts import t
 
-router = Router(name=__name__)
 
-
-@router.message(CommandStart())
 async def start(message: Message, access: Access) -> None:
     """Greet, explain, and offer the collections this user may read."""
     await message.answer(t("start", message.from_user))
     await _offer(message, access)
 
 
-@router.message(Command("help"))
 async def help_(message: Message) -> None:
     """Usage."""
     await message.answer(t("help", message.from_user))
 
 
-@router.message(Command("collection"))
 async def choose(message: Message, access: Access) -> None:
     """Offer the collections again."""
     await _offer(message, access)
@@ -46,7 +41,6 @@ async def _offer(message: Message, access: Access) -> None:
         )
 
 
-@router.callback_query(ChooseCollection.filter())
 async def chosen(
     query: CallbackQuery, callback_data: ChooseCollection, access: Access, state: FSMContext
 ) -> None:
@@ -63,3 +57,13 @@ async def chosen(
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_text(t("chosen", query.from_user, title=config.label))
+
+
+def router() -> Router:
+    """A fresh router with this module's handlers (one per Dispatcher)."""
+    built = Router(name=__name__)
+    built.message.register(start, CommandStart())
+    built.message.register(help_, Command("help"))
+    built.message.register(choose, Command("collection"))
+    built.callback_query.register(chosen, ChooseCollection.filter())
+    return built
