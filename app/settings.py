@@ -23,7 +23,9 @@ class LLMSettings(BaseSettings):
     """The language model: an OpenAI-compatible server (vLLM) when base_url is set, otherwise
     llama.cpp in process with the bundled Gemma 3 270M (or gguf_path)."""
 
-    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LLM_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -68,7 +70,9 @@ class LLMSettings(BaseSettings):
 class LangfuseSettings(BaseSettings):
     """Tracing and prompt management; off unless both keys are set."""
 
-    model_config = SettingsConfigDict(env_prefix="LANGFUSE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LANGFUSE_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     public_key: str | None = None
     secret_key: SecretStr | None = None
@@ -92,7 +96,9 @@ class LangfuseSettings(BaseSettings):
 class ChainSettings(BaseSettings):
     """The answer chain: how much is retrieved and how much of it the LLM sees."""
 
-    model_config = SettingsConfigDict(env_prefix="CHAIN_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHAIN_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     top_k: int = Field(default=6, ge=1, le=50)
     # Context handed to the LLM, in tokens (about 4 characters each).

@@ -9,7 +9,9 @@ from ingestion.readers.base import ReaderLimits
 class IngestionSettings(BaseSettings):
     """Limits and chunking of the ingestion pipeline."""
 
-    model_config = SettingsConfigDict(env_prefix="INGEST_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="INGEST_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     max_file_mb: float = Field(default=50.0, gt=0)
     max_unzipped_mb: float = Field(default=200.0, gt=0)

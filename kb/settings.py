@@ -14,7 +14,9 @@ _S = TypeVar("_S", bound=BaseSettings)
 class QdrantSettings(BaseSettings):
     """Where vectors live: the embedded Qdrant Edge folder, or a Qdrant server when url is set."""
 
-    model_config = SettingsConfigDict(env_prefix="QDRANT_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="QDRANT_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     url: str | None = None
     api_key: SecretStr | None = None
@@ -27,7 +29,9 @@ class QdrantSettings(BaseSettings):
 class EmbeddingSettings(BaseSettings):
     """The dense embedding model; an empty model means the bundled all-MiniLM-L6-v2."""
 
-    model_config = SettingsConfigDict(env_prefix="EMBEDDING_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="EMBEDDING_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     model: str = ""
     device: str = "cpu"
@@ -42,7 +46,9 @@ class EmbeddingSettings(BaseSettings):
 class SearchSettings(BaseSettings):
     """Hybrid search: how many candidates each retriever brings and how they are fused."""
 
-    model_config = SettingsConfigDict(env_prefix="SEARCH_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SEARCH_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     candidates: int = Field(default=50, ge=1, le=1000)
     # Share of the meaning (dense) part in the fused score; the rest is BM25.

@@ -22,7 +22,9 @@ def is_placeholder(value: str) -> bool:
 class BotSettings(BaseSettings):
     """The Telegram bot: its token, who administers it, how it talks to Telegram, its limits."""
 
-    model_config = SettingsConfigDict(env_prefix="BOT_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BOT_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     token: SecretStr = SecretStr("")
     # Telegram user ids that may do everything (comma-separated).
