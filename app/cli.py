@@ -100,6 +100,21 @@ async def _ask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def refuse_placeholder_secrets(settings: Settings) -> None:
+    """ValueError naming the first secret that is set to an example value ("change-me")."""
+    from app.bot.settings import is_placeholder
+
+    secrets = {
+        "QDRANT_API_KEY": settings.qdrant.api_key,
+        "LLM_API_KEY": settings.llm.api_key,
+        "LLM_FALLBACK_API_KEY": settings.llm.fallback_api_key,
+        "LANGFUSE_SECRET_KEY": settings.langfuse.secret_key,
+    }
+    for name, secret in secrets.items():
+        if secret is not None and is_placeholder(secret.get_secret_value()):
+            raise ValueError(f"{name} is a placeholder: set the real secret or leave it unset")
+
+
 async def _bot(args: argparse.Namespace) -> int:
     from app.bot.app import run_bot
     from app.bot.settings import BotSettings
@@ -108,6 +123,7 @@ async def _bot(args: argparse.Namespace) -> int:
     bot_settings = load_settings(BotSettings)
     try:
         bot_settings.require_token()
+        refuse_placeholder_secrets(settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

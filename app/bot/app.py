@@ -106,7 +106,7 @@ async def run_bot(settings: Settings, bot_settings: BotSettings) -> None:
         dp = build_dispatcher(bot_deps(services, bot_settings), storage)
         await bot.set_my_commands(COMMANDS)
         if bot_settings.webhook_url:
-            await _serve_webhook(dp, bot, bot_settings)
+            await serve_webhook(dp, bot, bot_settings)
         else:
             await bot.delete_webhook(drop_pending_updates=False)
             log.info("polling for updates")
@@ -117,7 +117,8 @@ async def run_bot(settings: Settings, bot_settings: BotSettings) -> None:
         await services.aclose()
 
 
-async def _serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None:
+async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None:
+    """Serve Telegram's webhook calls (checked against the secret) until cancelled."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
     assert settings.webhook_url is not None
