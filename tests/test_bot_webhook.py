@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from app.bot.access import load_collections
-from app.bot.app import BotDeps, serve_webhook, build_dispatcher
+from app.bot.app import BotDeps, build_dispatcher, serve_webhook
 from app.bot.settings import BotSettings
 from app.chain.chain import Chain
 from app.prompts import PromptStore
