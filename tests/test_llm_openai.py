@@ -2,6 +2,8 @@
 against the fake server (tests/fakes/openai_server.py)."""
 
 import asyncio
+import json
+import socket
 import time
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from app.errors import LLMResponseError, LLMTimeoutError, LLMUnavailableError
 from app.llm.base import Completion, GenerationParams, LLMClient, Message, OnDelta, Usage
-from app.llm.openai_compat import OpenAICompatClient
+from app.llm.openai_compat import OpenAICompatClient, _server_message
 from app.llm.router import FallbackClient, aclose_all, build_llm_clients
 from app.settings import STEPS, LLMSettings
 from tests.fakes.openai_server import FakeLLMServer, Reply, ServerFactory, by_regex
@@ -223,6 +225,90 @@ async def test_failure_after_a_delta_is_not_retried(fake_llm_server: FakeLLMServ
             await client.complete(HELLO, on_delta=deltas)
     assert deltas.parts == ["first "]
     assert len(fake_llm_server.chat_requests) == 1
+
+
+async def test_openai_error_body_is_quoted_on_one_line(fake_llm_server: FakeLLMServer) -> None:
+    fake_llm_server.fail_next(422, message="'messages'   must not be empty\n(got [])")
+    async with client_for(fake_llm_server) as client:
+        with pytest.raises(LLMResponseError) as caught:
+            await client.complete(HELLO)
+    assert str(caught.value) == (
+        f"LLM endpoint 127.0.0.1:{fake_llm_server.port} refused the request "
+        "(HTTP 422): 'messages' must not be empty (got [])"
+    )
+    assert len(fake_llm_server.chat_requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "quoted"),
+    [
+        (b'{"error": {"message": "bad  request", "code": 400}}', "bad request"),
+        (b'{"object": "error", "message": "too long", "code": 400}', "too long"),
+        (b'{"detail": "Not Found"}', "Not Found"),
+        (b'{"detail": [{"loc": ["body"], "msg": "field required"}]}', "field required"),
+        (b"<html>\n<h1>502 Bad Gateway</h1>\n</html>", "<html> <h1>502 Bad Gateway</h1> </html>"),
+        (b'{"error": "' + b"x" * 1000 + b'"}', "x" * 299 + "…"),
+    ],
+)
+def test_server_error_bodies_are_quoted(body: bytes, quoted: str) -> None:
+    assert quoted in _server_message(body)
+    assert len(_server_message(body)) <= 300
+
+
+async def serve_in_pieces(body: bytes, size: int) -> asyncio.Server:
+    """A one-shot HTTP server streaming body as SSE, `size` bytes per HTTP chunk and packet."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+        assert json.loads(await reader.readexactly(length))["stream"] is True
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        )
+        for start in range(0, len(body), size):
+            piece = body[start : start + size]
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.001)  # so that the client reads each piece on its own
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_a_stream_split_mid_line_and_mid_character_parses() -> None:
+    words = ["Привет, ", "мир! ", "Ответ: 42 [1]."]
+    events: list[dict[str, Any]] = [{"choices": [{"delta": {"content": w}}]} for w in words]
+    events.append({"choices": [{"delta": {}, "finish_reason": "length"}]})
+    events.append({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}})
+    lines = [
+        b"data: " + json.dumps(e | {"model": "m2"}, ensure_ascii=False).encode() for e in events
+    ]
+    # 7-byte pieces split lines, and UTF-8 characters too (the JSON is not ASCII-escaped).
+    body = b": keep-alive\n\n" + b"\n\n".join([*lines, b"data: [DONE]", b""])
+    deltas = Deltas()
+    async with await serve_in_pieces(body, 7) as server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with OpenAICompatClient(base_url=url, model="m") as client:
+            completion = await client.complete(HELLO, on_delta=deltas)
+    assert deltas.parts == words
+    assert completion.text == "".join(words)
+    assert (completion.model, completion.finish_reason) == ("m2", "length")
+    assert completion.usage == Usage(prompt_tokens=5, completion_tokens=6)
+
+
+async def test_an_error_event_in_the_stream_is_quoted_and_not_retried() -> None:
+    first = json.dumps({"choices": [{"delta": {"content": "Hi "}}]}).encode()
+    error = json.dumps({"error": {"message": "engine  died", "code": 500}}).encode()
+    body = b"data: " + first + b"\n\ndata: " + error + b"\n\n"
+    async with await serve_in_pieces(body, 1000) as server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with OpenAICompatClient(base_url=url, model="m") as client:
+            with pytest.raises(LLMResponseError, match=r"\(error\): engine died$"):
+                await client.complete(HELLO, on_delta=Deltas())
 
 
 async def test_fake_server_refuses_replies_its_regex_forbids(
