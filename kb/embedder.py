@@ -87,6 +87,10 @@ class DenseEmbedder:
         """One query vector (cached: people ask the same things)."""
         return list(self._query_cache(text))
 
+    def clear_query_cache(self) -> None:
+        """Forget cached query vectors (benchmarks measure cold queries)."""
+        self._query_cache.cache_clear()
+
     def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
         """Passage vectors, batched."""
         if not texts:

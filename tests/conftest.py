@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic_settings import BaseSettings
 
-from ingestion.pipeline import Ingestor
+from ingestion.pipeline import Ingestor, discover
 from ingestion.settings import IngestionSettings
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
@@ -95,3 +95,20 @@ def _write_files(root: Path, files: dict[str, str | bytes]) -> Path:
 def write_files() -> FileWriter:
     """write_files(root, {"sub/x.md": "text", "y.pdf": b"..."}): create them; returns root."""
     return _write_files
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.fixture(scope="session")
+async def sample_store(
+    tmp_path_factory: pytest.TempPathFactory, make_ingestor: IngestorFactory
+) -> AsyncIterator[EdgeStore]:
+    """The sample documents in collection "company", chunked as users get it; shared by the
+    chain, tracing and HTTP tests, which only read it."""
+    store = EdgeStore(tmp_path_factory.mktemp("samples") / "qdrant")
+    ingestor = make_ingestor(store, chunk_tokens=None, chunk_overlap_tokens=32)
+    report = await ingestor.ingest(discover([SAMPLES]), "company")
+    assert report.count("failed") == 0
+    yield store
+    await store.close()

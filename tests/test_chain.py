@@ -2,7 +2,6 @@
 scripted in-process LLM: which steps run, what they are given, what comes out."""
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +13,15 @@ from app.chain.types import ChainRequest, ResultKind, Turn
 from app.prompts import PromptStore, load_prompt_files
 from app.settings import ChainSettings
 from app.tracing import Tracer, trace_id_for
-from ingestion.pipeline import discover
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.schema import Chunk, ScoredChunk
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import IngestorFactory, without_env
+from tests.conftest import without_env
 from tests.fakes.llm import Call, ScriptedLLM
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PROMPTS = load_prompt_files(Path(__file__).resolve().parent.parent / "prompts")
-
-
-@pytest.fixture(scope="module")
-async def sample_store(
-    tmp_path_factory: pytest.TempPathFactory, make_ingestor: IngestorFactory
-) -> AsyncIterator[EdgeStore]:
-    """The sample documents in collection "company" (default chunking, as users get it)."""
-    store = EdgeStore(tmp_path_factory.mktemp("chain") / "qdrant")
-    ingestor = make_ingestor(store, chunk_tokens=None, chunk_overlap_tokens=32)
-    report = await ingestor.ingest(discover([SAMPLES]), "company")
-    assert report.count("failed") == 0
-    yield store
-    await store.close()
 
 
 def make_chain(

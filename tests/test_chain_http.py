@@ -20,10 +20,9 @@ from kb.settings import SearchSettings
 from tests.conftest import without_env
 from tests.fakes.llm import step_of
 from tests.fakes.openai_server import FakeLLMServer, RecordedRequest, ServerFactory
-from tests.test_chain import PROMPTS, sample_store
+from tests.test_chain import PROMPTS
 
 pytest_plugins = ["tests.fakes.openai_server"]
-__all__ = ["sample_store"]
 
 REPLIES = {
     "paraphrase": "How do I set up the company VPN on Debian?",

@@ -6,7 +6,7 @@ connections without any effect on the answers."""
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -24,12 +24,11 @@ from app.llm.base import Completion, GenerationParams, Message, OnDelta
 from app.prompts import PromptStore, load_prompt_files
 from app.settings import ChainSettings
 from app.tracing import Tracer, trace_id_for
-from ingestion.pipeline import discover
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import IngestorFactory, without_env
+from tests.conftest import without_env
 from tests.fakes.langfuse_server import (
     INGESTION_PATH,
     OTEL_PATH,
@@ -58,19 +57,6 @@ class ChainFactory(Protocol):
     def __call__(
         self, llm: ScriptedLLM, tracer: Tracer, prompts: PromptStore | None = None, **settings: Any
     ) -> Chain: ...
-
-
-@pytest.fixture(scope="module")
-async def sample_store(
-    tmp_path_factory: pytest.TempPathFactory, make_ingestor: IngestorFactory
-) -> AsyncIterator[EdgeStore]:
-    """The sample documents in collection "company" (default chunking), once per module."""
-    store = EdgeStore(tmp_path_factory.mktemp("tracing") / "qdrant")
-    ingestor = make_ingestor(store, chunk_tokens=None, chunk_overlap_tokens=32)
-    report = await ingestor.ingest(discover([ROOT / "samples"]), "company")
-    assert report.count("failed") == 0
-    yield store
-    await store.close()
 
 
 @pytest.fixture
