@@ -32,31 +32,9 @@ from app.settings import LLMSettings
 
 # Gemma 3's chat template (google/gemma-3-270m-it), text parts only. The bundled GGUF carries
 # none, and llama-cpp-python's guess for it (llama-2) is wrong; GGUFs with a template use theirs.
-GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
-{%- if messages[0]['role'] == 'system' -%}
-    {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
-    {%- set loop_messages = messages[1:] -%}
-{%- else -%}
-    {%- set first_user_prefix = "" -%}
-    {%- set loop_messages = messages -%}
-{%- endif -%}
-{%- for message in loop_messages -%}
-    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
-        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
-    {%- endif -%}
-    {%- if (message['role'] == 'assistant') -%}
-        {%- set role = "model" -%}
-    {%- else -%}
-        {%- set role = message['role'] -%}
-    {%- endif -%}
-    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
-    {{- message['content'] | trim }}
-    {{- '<end_of_turn>\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-    {{ '<start_of_turn>model\n' }}
-{%- endif -%}
-"""
+GEMMA3_CHAT_TEMPLATE = (Path(__file__).parent / "templates" / "gemma3.jinja").read_text(
+    encoding="utf-8"
+)
 
 _T = TypeVar("_T")
 _DEFAULT_PARAMS = GenerationParams()
