@@ -5,11 +5,12 @@ import logging
 from dataclasses import dataclass
 
 from app.chain.chain import Chain
+from app.errors import PromptError
 from app.llm.base import LLMClient
 from app.llm.llamacpp import LlamaCppClient
 from app.llm.router import aclose_all, build_llm_clients
 from app.prompts import PromptStore, load_prompt_files
-from app.settings import Settings
+from app.settings import STEPS, Settings
 from app.tracing import Tracer
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.factory import open_store
@@ -47,8 +48,15 @@ async def build_services(settings: Settings) -> Services:
         searcher = HybridSearcher(store, dense, SparseEmbedder(), settings.search)
         llm = build_llm_clients(settings.llm, embedded=lambda: LlamaCppClient(settings.llm))
         tracer = Tracer.from_settings(settings.langfuse)
+        files = load_prompt_files(settings.chain.prompts_dir)
+        missing = [step for step in STEPS if step not in files]
+        if missing:
+            raise PromptError(
+                f"no prompt files {', '.join(f'{m}.md' for m in missing)} in "
+                f"{settings.chain.prompts_dir} (CHAIN_PROMPTS_DIR)"
+            )
         prompts = PromptStore(
-            load_prompt_files(settings.chain.prompts_dir),
+            files,
             tracer.langfuse,
             label=settings.langfuse.prompt_label,
             refresh_s=settings.langfuse.prompt_refresh_s,
