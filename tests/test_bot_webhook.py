@@ -105,6 +105,8 @@ async def test_webhook_registers_answers_and_checks_the_secret(
     assert registered["secret_token"] == SECRET
     telegram_server.add_chat(USER)
     async with aiohttp.ClientSession() as http:
+        health = await http.get(webhook.replace("/telegram", "/healthz"))
+        assert health.status == 200
         refused = await http.post(
             webhook,
             json=update("How do I connect to the VPN?"),

@@ -117,6 +117,10 @@ async def run_bot(settings: Settings, bot_settings: BotSettings) -> None:
         await services.aclose()
 
 
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
 async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None:
     """Serve Telegram's webhook calls (checked against the secret) until cancelled."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
@@ -126,6 +130,8 @@ async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None
     secret = settings.webhook_secret.get_secret_value()
     path = urlparse(settings.webhook_url).path or "/"
     app = web.Application()
+    # For the orchestrator's health checks and the proxy in front of the replicas.
+    app.router.add_get("/healthz", _healthz)
     SimpleRequestHandler(dispatcher=dp, bot=bot, secret_token=secret).register(app, path=path)
     setup_application(app, dp, bot=bot)
     runner = web.AppRunner(app)
