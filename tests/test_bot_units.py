@@ -151,3 +151,31 @@ def test_webhook_needs_a_real_secret() -> None:
         without_env(
             BotSettings, webhook_url="https://bot.example.com/hook", webhook_secret="change-me"
         )
+
+
+async def test_conversation_survives_redis_storage() -> None:
+    """What a chat remembers round-trips through the Redis storage replicas share (JSON only),
+    with the configured TTL on the key."""
+    import fakeredis
+    from aiogram.fsm.context import FSMContext
+    from aiogram.fsm.storage.base import StorageKey
+    from aiogram.fsm.storage.redis import RedisStorage
+
+    from app.bot import conversation
+
+    redis = fakeredis.FakeAsyncRedis()
+    storage = RedisStorage(redis, state_ttl=600, data_ttl=600)
+    key = StorageKey(bot_id=1, chat_id=10, user_id=10)
+    state = FSMContext(storage, key)
+    talk = await conversation.load(state)
+    talk.collection = "company"
+    talk.remember("How many days?", "25 [1].", keep_turns=2)
+    talk.uploads.append(conversation.PendingUpload("file-1", "a.md", 12))
+    talk.question, talk.options = "How much leave?", ["Annual leave", "Sick leave"]
+    await conversation.save(state, talk)
+    again = await conversation.load(FSMContext(RedisStorage(redis), key))
+    assert again == talk
+    ttls = [await redis.ttl(name) for name in await redis.keys("*")]
+    assert ttls
+    assert all(0 < ttl <= 600 for ttl in ttls)
+    await storage.close()
