@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.bot.access import CollectionConfig, load_collections
-from app.bot.limits import RateLimiter
+from app.bot.limits import MemoryRateLimiter, RedisRateLimiter
 from app.bot.render import answer_messages, split_text
 from app.bot.settings import BotSettings
 from app.chain.types import ChainResult, ResultKind, SourceRef
@@ -131,12 +131,25 @@ def test_sources_block_links_urls_and_fits() -> None:
 
 
 def test_rate_limit_window() -> None:
-    limiter = RateLimiter(per_minute=2)
-    assert limiter.wait_s(1, now=0.0) == 0
-    assert limiter.wait_s(1, now=1.0) == 0
-    assert limiter.wait_s(1, now=2.0) == pytest.approx(58.0)
-    assert limiter.wait_s(2, now=2.0) == 0
-    assert limiter.wait_s(1, now=60.5) == 0
+    limiter = MemoryRateLimiter(per_minute=2)
+    assert limiter.check(1, now=0.0) == 0
+    assert limiter.check(1, now=1.0) == 0
+    assert limiter.check(1, now=2.0) == pytest.approx(58.0)
+    assert limiter.check(2, now=2.0) == 0
+    assert limiter.check(1, now=60.5) == 0
+
+
+async def test_rate_limit_shared_by_replicas_in_redis() -> None:
+    import fakeredis
+
+    redis = fakeredis.FakeAsyncRedis()
+    replicas = [RedisRateLimiter(redis, per_minute=3) for _ in range(2)]
+    waits = [await replicas[i % 2].wait_s(7) for i in range(4)]
+    assert waits[:3] == [0, 0, 0]
+    assert 55 < waits[3] <= 60
+    assert await replicas[0].wait_s(8) == 0
+    # A refused question is not counted: the user is not locked out for longer.
+    assert await redis.zcard("kb:rate:7") == 3
 
 
 @pytest.mark.parametrize("token", ["", "change-me", "your-token", "<token>", "nocolon"])

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from app.bot.access import Access, load_collections
 from app.bot.handlers import ask, errors, feedback, owners, start
-from app.bot.limits import RateLimiter
+from app.bot.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.bot.settings import BotSettings
 from app.chain.chain import Chain
 from app.factory import Services, build_services
@@ -46,6 +46,8 @@ class BotDeps:
     tracer: Tracer
     store: VectorStore
     bot_settings: BotSettings
+    # Shared by replicas (Redis) or per process (None: in memory).
+    limiter: RateLimiter | None = None
 
 
 def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispatcher:
@@ -59,7 +61,7 @@ def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispa
         tracer=deps.tracer,
         store=deps.store,
         bot_settings=deps.bot_settings,
-        limiter=RateLimiter(deps.bot_settings.rate_limit_per_minute),
+        limiter=deps.limiter or MemoryRateLimiter(deps.bot_settings.rate_limit_per_minute),
         chain_slots=asyncio.Semaphore(deps.bot_settings.max_concurrent_chains),
     )
     dp.include_routers(start.router(), feedback.router(), owners.router(), ask.router())
@@ -94,7 +96,15 @@ def bot_deps(services: Services, settings: BotSettings) -> BotDeps:
     ingestor = Ingestor(
         services.store, searcher.dense, searcher.sparse, load_settings(IngestionSettings)
     )
-    return BotDeps(services.chain, access, ingestor, services.tracer, services.store, settings)
+    limiter: RateLimiter | None = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+        limiter = RedisRateLimiter(redis, settings.rate_limit_per_minute)
+    return BotDeps(
+        services.chain, access, ingestor, services.tracer, services.store, settings, limiter
+    )
 
 
 async def run_bot(settings: Settings, bot_settings: BotSettings) -> None:

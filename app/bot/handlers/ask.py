@@ -60,7 +60,7 @@ async def ask(
     if question is None or user is None:
         return
     talk = await conversation.load(state)
-    wait = limiter.wait_s(user.id)
+    wait = await limiter.wait_s(user.id)
     if wait > 0:
         await message.answer(t("rate_limited", user, seconds=max(1, round(wait))))
         return
