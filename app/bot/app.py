@@ -16,6 +16,7 @@ from aiohttp import web
 
 from app.bot.access import Access, load_collections
 from app.bot.handlers import ask, errors, feedback, owners, start
+from app.bot.handlers.ask import Answering
 from app.bot.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.bot.settings import BotSettings
 from app.chain.chain import Chain
@@ -55,14 +56,17 @@ def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispa
     handler. Routers are built per Dispatcher, so tests and benchmarks can run several."""
     dp = Dispatcher(
         storage=storage or MemoryStorage(),
-        chain=deps.chain,
+        answering=Answering(
+            deps.chain,
+            asyncio.Semaphore(deps.bot_settings.max_concurrent_chains),
+            deps.bot_settings,
+        ),
         access=deps.access,
         ingestor=deps.ingestor,
         tracer=deps.tracer,
         store=deps.store,
         bot_settings=deps.bot_settings,
         limiter=deps.limiter or MemoryRateLimiter(deps.bot_settings.rate_limit_per_minute),
-        chain_slots=asyncio.Semaphore(deps.bot_settings.max_concurrent_chains),
     )
     dp.include_routers(start.router(), feedback.router(), owners.router(), ask.router())
     dp.errors.register(errors.on_error)

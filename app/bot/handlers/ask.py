@@ -3,6 +3,7 @@ chain with the chat's history and collection; a clarification option continues i
 
 import asyncio
 import logging
+from dataclasses import dataclass, replace
 
 from aiogram import Bot, F, Router
 from aiogram.fsm.context import FSMContext
@@ -43,18 +44,66 @@ async def _addressed(message: Message, bot: Bot) -> str | None:
     return None
 
 
+@dataclass
+class Answering:
+    """Runs the chain for a chat: typing shown, the answer streamed, at most N runs at once
+    (the rest wait), the result sent with its buttons."""
+
+    chain: Chain
+    slots: asyncio.Semaphore
+    settings: BotSettings
+
+    async def run(
+        self, message: Message, bot: Bot, request: ChainRequest, talk: conversation.Conversation
+    ) -> ChainResult:
+        """The message is the user's question, or the bot's clarifying question answered."""
+        settings = self.settings
+        private = chat_kind(message.chat) == "private"
+        stream = AnswerStream(
+            bot,
+            message.chat.id,
+            private=private,
+            interval_s=settings.draft_interval_s if private else settings.edit_interval_s,
+            reply_to=None if private else message.message_id,
+        )
+        full = replace(
+            request,
+            history=talk.turns(),
+            session_id=str(message.chat.id),
+            run_key=f"{message.chat.id}:{message.message_id}:{request.clarification or ''}",
+            on_delta=stream.on_delta,
+        )
+        try:
+            async with ChatActionSender.typing(chat_id=message.chat.id, bot=bot), self.slots:
+                result = await self.chain.run(full)
+        finally:
+            await stream.stop()
+        markup = None
+        if result.kind is ResultKind.ANSWER:
+            markup = feedback_buttons(result.trace_id)
+        elif result.kind is ResultKind.CLARIFY:
+            markup = option_buttons(result.options)
+        if result.kind is ResultKind.ERROR:
+            log.warning("chain error for chat %s: %s", message.chat.id, result.error)
+        await stream.finish(result_messages(result), markup)
+        if result.kind is ResultKind.ANSWER:
+            asked = request.message
+            if request.clarification:
+                asked = f"{asked} ({request.clarification})"
+            talk.remember(asked, result.text, settings.history_turns)
+        return result
+
+
 async def ask(
     message: Message,
     *,
     bot: Bot,
     state: FSMContext,
-    chain: Chain,
+    answering: Answering,
     access: Access,
     limiter: RateLimiter,
-    chain_slots: asyncio.Semaphore,
-    bot_settings: BotSettings,
 ) -> None:
-    """Answer a question (or take a pending feedback comment)."""
+    """Answer a question (feedback comments are taken by the feedback router first)."""
     question = await _addressed(message, bot)
     user = message.from_user
     if question is None or user is None:
@@ -69,66 +118,10 @@ async def ask(
         await message.answer(t("no_access", user))
         return
     request = ChainRequest(question, scope, user_id=str(user.id))
-    result = await run_chain(
-        message,
-        bot=bot,
-        chain=chain,
-        chain_slots=chain_slots,
-        settings=bot_settings,
-        request=request,
-        talk=talk,
-    )
+    result = await answering.run(message, bot, request, talk)
     if result.kind is ResultKind.CLARIFY:
         talk.question, talk.options = question, result.options
-    elif result.kind is ResultKind.ANSWER:
-        talk.remember(question, result.text, bot_settings.history_turns)
     await conversation.save(state, talk)
-
-
-async def run_chain(
-    message: Message,
-    *,
-    bot: Bot,
-    chain: Chain,
-    chain_slots: asyncio.Semaphore,
-    settings: BotSettings,
-    request: ChainRequest,
-    talk: conversation.Conversation,
-) -> ChainResult:
-    """Run the chain with typing shown and the answer streamed, then send the result; the
-    message is the user's question, or the bot's clarifying question that was answered."""
-    private = chat_kind(message.chat) == "private"
-    stream = AnswerStream(
-        bot,
-        message.chat.id,
-        private=private,
-        interval_s=settings.draft_interval_s if private else settings.edit_interval_s,
-        reply_to=None if private else message.message_id,
-    )
-    full = ChainRequest(
-        message=request.message,
-        collections=request.collections,
-        history=talk.turns(),
-        user_id=request.user_id,
-        session_id=str(message.chat.id),
-        run_key=f"{message.chat.id}:{message.message_id}:{request.clarification or ''}",
-        clarification=request.clarification,
-        on_delta=stream.on_delta,
-    )
-    try:
-        async with ChatActionSender.typing(chat_id=message.chat.id, bot=bot), chain_slots:
-            result = await chain.run(full)
-    finally:
-        await stream.stop()
-    markup = None
-    if result.kind is ResultKind.ANSWER:
-        markup = feedback_buttons(result.trace_id)
-    elif result.kind is ResultKind.CLARIFY:
-        markup = option_buttons(result.options)
-    if result.kind is ResultKind.ERROR:
-        log.warning("chain error for chat %s: %s", message.chat.id, result.error)
-    await stream.finish(result_messages(result), markup)
-    return result
 
 
 async def clarified(
@@ -137,10 +130,8 @@ async def clarified(
     callback_data: ClarifyOption,
     bot: Bot,
     state: FSMContext,
-    chain: Chain,
+    answering: Answering,
     access: Access,
-    chain_slots: asyncio.Semaphore,
-    bot_settings: BotSettings,
 ) -> None:
     """Continue the pending question with the option pressed."""
     talk = await conversation.load(state)
@@ -159,17 +150,7 @@ async def clarified(
     await message.edit_reply_markup(reply_markup=None)
     scope = search_scope(access, talk, query.from_user.id, message.chat)
     request = ChainRequest(question, scope, user_id=str(query.from_user.id), clarification=option)
-    result = await run_chain(
-        message,
-        bot=bot,
-        chain=chain,
-        chain_slots=chain_slots,
-        settings=bot_settings,
-        request=request,
-        talk=talk,
-    )
-    if result.kind is ResultKind.ANSWER:
-        talk.remember(f"{question} ({option})", result.text, bot_settings.history_turns)
+    await answering.run(message, bot, request, talk)
     await conversation.save(state, talk)
 
 
