@@ -39,7 +39,6 @@ PASSAGES = (
         "company",
         "handbook/vacation-policy.md",
         "Vacation policy",
-        "Vacation policy",
         "Full-time employees get 25 working days of paid vacation per calendar year.",
         "handbook/vacation-policy.md",
         0.82,
@@ -49,7 +48,6 @@ PASSAGES = (
         2,
         "company",
         "it/vpn.md",
-        "VPN",
         "VPN",
         "Install the WireGuard client and import the profile from the IT portal.",
         "https://intranet.example.com/it/vpn",
@@ -130,7 +128,7 @@ def test_every_prompt_renders_with_realistic_variables(name: str, language: Lang
         assert "Question: How many vacation days do I get?" in user
         # Every passage, numbered as the answer must cite it.
         for passage in PASSAGES:
-            assert f"[{passage.n}] {passage.heading}\n{passage.text}" in user
+            assert f"[{passage.n}] {passage.title}\n{passage.text}" in user
     if name in ("answer", "clarify"):
         assert language.name in system
     if name == "clarify":

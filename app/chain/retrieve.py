@@ -99,7 +99,6 @@ def assemble(chosen: Sequence[ScoredChunk]) -> tuple[Passage, ...]:
                 collection=first.collection,
                 doc_id=first.doc_id,
                 title=first.title or first.doc_id,
-                heading=first.title or first.doc_id,
                 text=_merge(chunks),
                 source=first.source,
                 score=max(h.score for h in hits),

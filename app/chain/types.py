@@ -63,7 +63,6 @@ class Passage:
     collection: str
     doc_id: str
     title: str
-    heading: str
     text: str
     source: str
     score: float
