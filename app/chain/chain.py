@@ -18,11 +18,12 @@ from app.chain.clarify import Clarification, Clarifier
 from app.chain.llm_step import llm_clock
 from app.chain.paraphrase import Paraphraser
 from app.chain.relevance import Relevance, RelevanceJudge
-from app.chain.retrieve import Retrieved, Retriever
+from app.chain.retrieve import Retriever
 from app.chain.types import (
     ChainRequest,
     ChainResult,
     Language,
+    Passage,
     ResultKind,
     SourceRef,
     detect_language,
@@ -125,13 +126,14 @@ class Chain:
         history = list(request.history)[-2 * turns :] if turns else []
         paraphrased = await timer.time("paraphrase", self.paraphrase(message, history, language))
         result.query = paraphrased.query
-        retrieved = await timer.time(
+        passages = await timer.time(
             "retrieve", self.retrieve(paraphrased.query, request.collections)
         )
-        passages = retrieved.passages
         # Until an answer exists, the documents found are what an error result can offer.
         result.sources = [SourceRef.of(p) for p in passages]
-        relevance, clarification = await self._verdicts(request, result.query, retrieved, timer)
+        relevance, clarification = await self._verdicts(
+            request, result.query, passages, language, timer
+        )
         if not relevance.relevant:
             result.kind, result.text, result.sources = (
                 ResultKind.NOT_FOUND,
@@ -154,10 +156,14 @@ class Chain:
         result.kind, result.text, result.sources = ResultKind.ANSWER, answer.text, answer.sources
 
     async def _verdicts(
-        self, request: ChainRequest, query: str, retrieved: Retrieved, timer: _Timer
+        self,
+        request: ChainRequest,
+        query: str,
+        passages: tuple[Passage, ...],
+        language: Language,
+        timer: _Timer,
     ) -> tuple[Relevance, Clarification | None]:
-        passages = retrieved.passages
-        language = detect_language(query)
+        """Relevance, and on a server clarify beside it (None: clarify is still to run)."""
         relevance_call = self.relevance(query, passages, language)
         if not (self._parallel_verdicts and passages and not request.clarification):
             return await timer.time("relevance", relevance_call), None

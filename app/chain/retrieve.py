@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from app.chain.types import Passage
 from app.settings import ChainSettings
@@ -23,14 +22,6 @@ _EXPAND_HITS = 3
 # A neighbour ranks a little below the hit it belongs to.
 _NEIGHBOUR_FACTOR = 0.95
 _GAP = "\n…\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Retrieved:
-    """The numbered passages for the LLM, and the best fused score of the search."""
-
-    passages: tuple[Passage, ...]
-    best_score: float
 
 
 def _overlap(a: str, b: str, longest: int = 2000) -> int:
@@ -135,8 +126,8 @@ class Retriever:
         self.tracer = tracer
         self.settings = settings
 
-    async def __call__(self, query: str, collections: Sequence[str]) -> Retrieved:
-        """The passages for a query."""
+    async def __call__(self, query: str, collections: Sequence[str]) -> tuple[Passage, ...]:
+        """The numbered passages for a query (each scored by its document's best hit)."""
         step_input = {"query": query, "collections": list(collections)}
         with self.tracer.step("retrieve", step_input) as span:
             hits = await self.searcher.search(query, collections, limit=self.settings.top_k)
@@ -144,9 +135,8 @@ class Retriever:
                 hits = hits + await self._neighbours(hits[:_EXPAND_HITS])
             budget = self.settings.context_tokens * CHARS_PER_TOKEN
             passages = assemble(select(hits, budget))
-            best = max((h.score for h in hits), default=0.0)
             span.update(output=[_summary(p) for p in passages])
-            return Retrieved(passages, best)
+            return passages
 
     async def _neighbours(self, hits: Sequence[ScoredChunk]) -> list[ScoredChunk]:
         """The chunks right before and after some hits (their point ids are deterministic)."""
