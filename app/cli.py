@@ -14,9 +14,9 @@ from app.prompts import load_prompt_files
 from app.prompts_push import push_prompts
 from app.settings import LangfuseSettings, Settings
 from app.tracing import Tracer
+from ingestion.cli import collection_arg
 from kb.errors import KBError
 from kb.settings import load_settings
-from kb.store import validate_collection_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("bot", help="run the Telegram bot (the default)")
     ask = commands.add_parser("ask", help="run the answer chain once on a question")
     ask.add_argument("question", metavar="QUESTION")
-    ask.add_argument("--collection", required=True, action="append", type=_collection)
+    ask.add_argument("--collection", required=True, action="append", type=collection_arg)
     ask.add_argument("--clarification", help="the option picked after a clarifying question")
     ask.add_argument("--user", default="cli", help="user id for the trace (default: cli)")
     ask.add_argument("--json", action="store_true", help="print the result object last, as JSON")
@@ -40,13 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--label", help="label for the new versions (default: LANGFUSE_PROMPT_LABEL)")
     push.add_argument("--force", action="store_true", help="push even when unchanged")
     return parser
-
-
-def _collection(value: str) -> str:
-    try:
-        return validate_collection_name(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _print_result(result: ChainResult, streamed: bool) -> None:

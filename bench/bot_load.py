@@ -24,7 +24,7 @@ from app.bot.access import load_collections
 from app.bot.app import BotDeps, build_dispatcher
 from app.bot.settings import BotSettings
 from app.chain.chain import Chain
-from app.llm.base import LLMClient, Message
+from app.llm.base import LLMClient
 from app.llm.router import aclose_all, build_llm_clients
 from app.prompts import PromptStore, load_prompt_files
 from app.settings import ChainSettings, LLMSettings
@@ -33,8 +33,7 @@ from bench._common import fresh_bench, print_result
 from ingestion.pipeline import discover
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings, load_settings
-from tests.fakes.llm import step_of
-from tests.fakes.openai_server import FakeLLMServer, RecordedRequest
+from tests.fakes.openai_server import FakeLLMServer, by_step
 from tests.fakes.telegram_server import FakeTelegramServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,11 +52,6 @@ REPLIES = {
 }
 
 
-def _reply(request: RecordedRequest) -> str:
-    messages = [Message("user", str(m.get("content", ""))) for m in request.messages]
-    return REPLIES[step_of(messages, request.regex)]
-
-
 def _no_embedded_model() -> LLMClient:
     raise RuntimeError("the benchmark's LLM is the fake server")
 
@@ -66,7 +60,7 @@ def _serve_llm(latency: float, ports: "multiprocessing.Queue[int]", stop: Any) -
     """The fake LLM in its own process, as vLLM would be: its threads don't compete with the
     bot for the GIL."""
     with FakeLLMServer() as server:
-        server.responder = _reply
+        server.responder = by_step(REPLIES)
         server.delay_s = latency
         ports.put(server.port)
         stop.wait()

@@ -14,9 +14,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.chain.clarify import literal, option_candidates
 from app.chain.retrieve import CHARS_PER_TOKEN, assemble, select
 from app.chain.types import Turn, detect_language
+from app.chain.variables import prompt_variables
 from app.llm.llamacpp import LlamaCppClient
 from app.prompts import load_prompt_files
 from app.settings import ChainSettings, LLMSettings
@@ -47,18 +47,9 @@ async def _variables(searcher: HybridSearcher, message: str, history: list[Turn]
     hits = await searcher.search(message, ["samples"], limit=4)
     budget = load_settings(ChainSettings).context_tokens * CHARS_PER_TOKEN
     passages = assemble(select(hits, budget))
-    choices = option_candidates(passages, language.letters)
-    return {
-        "choices": choices,
-        "options": "|".join(literal(c) for c in choices),
-        "message": message,
-        "history": history,
-        "query": message,
-        "passages": passages,
-        "language": language.name,
-        "letters": language.letters,
-        "citations": "|".join(str(p.n) for p in passages) or "1",
-    }
+    return prompt_variables(
+        query=message, language=language, passages=passages, message=message, history=history
+    )
 
 
 async def run(max_tokens: int) -> dict[str, Any]:

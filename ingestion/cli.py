@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="ingest files and folders (PDF, DOCX, HTML, MD, TXT)")
     add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    add.add_argument("--collection", required=True, type=_collection)
+    add.add_argument("--collection", required=True, type=collection_arg)
     add.add_argument(
         "--language",
         choices=sorted(BM25_LANGUAGES),
@@ -38,20 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--force", action="store_true", help="re-embed unchanged documents too")
     add.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     listing = commands.add_parser("list", help="list collections, or one collection's documents")
-    listing.add_argument("--collection", type=_collection)
+    listing.add_argument("--collection", type=collection_arg)
     listing.add_argument("--json", action="store_true", help="print JSON")
     search = commands.add_parser("search", help="show what a question finds (hybrid search)")
     search.add_argument("query", metavar="QUERY")
-    search.add_argument("--collection", required=True, type=_collection, action="append")
+    search.add_argument("--collection", required=True, type=collection_arg, action="append")
     search.add_argument("--limit", type=int, default=5)
     search.add_argument("--json", action="store_true", help="print JSON")
     delete = commands.add_parser("delete", help="remove a document from a collection")
     delete.add_argument("doc_id", metavar="DOC_ID")
-    delete.add_argument("--collection", required=True, type=_collection)
+    delete.add_argument("--collection", required=True, type=collection_arg)
     return parser
 
 
-def _collection(value: str) -> str:
+def collection_arg(value: str) -> str:
+    """argparse type: a valid collection name, or a usage error saying why not."""
     try:
         return validate_collection_name(value)
     except ValueError as exc:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic_settings import BaseSettings
 
+from app.prompts import load_prompt_files
 from ingestion.pipeline import Ingestor, discover
 from ingestion.settings import IngestionSettings
 from kb.edge import EdgeStore
@@ -97,7 +98,10 @@ def write_files() -> FileWriter:
     return _write_files
 
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+# The prompt files as the chain uses them.
+PROMPTS = load_prompt_files(ROOT / "prompts")
 
 
 @pytest.fixture(scope="session")

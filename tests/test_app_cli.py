@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.llm.base import Message
 from tests.conftest import SAMPLES
-from tests.fakes.llm import step_of
-from tests.fakes.openai_server import FakeLLMServer, RecordedRequest
+from tests.fakes.openai_server import FakeLLMServer, by_step
 from tests.fakes.telegram_server import FakeTelegramServer
 
 pytest_plugins = ["tests.fakes.openai_server", "tests.fakes.telegram_server"]
@@ -25,12 +23,6 @@ REPLIES = {
     "clarify": "CLEAR",
     "answer": "Install the WireGuard client and import your profile [1].",
 }
-
-
-def reply(request: RecordedRequest) -> str:
-    """What each step says."""
-    messages = [Message("user", str(m.get("content", ""))) for m in request.messages]
-    return REPLIES[step_of(messages, request.regex)]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_ask_prints_the_result_as_json(
     environment: dict[str, str], fake_llm_server: FakeLLMServer
 ) -> None:
-    fake_llm_server.responder = reply
+    fake_llm_server.responder = by_step(REPLIES)
     env = environment | {"LLM_BASE_URL": fake_llm_server.base_url, "LLM_MODEL": "served"}
     done = subprocess.run(
         [sys.executable, "-m", "app", "ask", "How do I connect to the VPN?",
@@ -94,7 +86,7 @@ async def test_bot_process_answers_and_stops_cleanly(
     fake_llm_server: FakeLLMServer,
     telegram_server: FakeTelegramServer,
 ) -> None:
-    fake_llm_server.responder = reply
+    fake_llm_server.responder = by_step(REPLIES)
     env = environment | {
         "LLM_BASE_URL": fake_llm_server.base_url,
         "LLM_MODEL": "served",

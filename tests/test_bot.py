@@ -22,11 +22,10 @@ from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import SAMPLES, IngestorFactory, without_env
+from tests.conftest import PROMPTS, SAMPLES, IngestorFactory, without_env
 from tests.fakes.langfuse_server import FakeLangfuse, LangfuseFactory
 from tests.fakes.llm import ScriptedLLM
 from tests.fakes.telegram_server import BotMessage, FakeTelegramServer
-from tests.test_chain import PROMPTS
 
 pytest_plugins = ["tests.fakes.telegram_server", "tests.fakes.langfuse_server"]
 

@@ -23,10 +23,9 @@ from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import SAMPLES, IngestorFactory, without_env
+from tests.conftest import PROMPTS, SAMPLES, IngestorFactory, without_env
 from tests.fakes.llm import ScriptedLLM
 from tests.fakes.telegram_server import FakeTelegramServer
-from tests.test_chain import PROMPTS
 
 pytest_plugins = ["tests.fakes.telegram_server"]
 SECRET = "webhook-secret-4f9a1c"

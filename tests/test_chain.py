@@ -2,7 +2,6 @@
 scripted in-process LLM: which steps run, what they are given, what comes out."""
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from app.chain.chain import Chain
 from app.chain.retrieve import _merge, _overlap, assemble, select
 from app.chain.types import ChainRequest, ResultKind, Turn
-from app.prompts import PromptStore, load_prompt_files
+from app.prompts import PromptStore
 from app.settings import ChainSettings
 from app.tracing import Tracer, trace_id_for
 from kb.edge import EdgeStore
@@ -18,10 +17,8 @@ from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.schema import Chunk, ScoredChunk
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import without_env
+from tests.conftest import PROMPTS, without_env
 from tests.fakes.llm import Call, ScriptedLLM
-
-PROMPTS = load_prompt_files(Path(__file__).resolve().parent.parent / "prompts")
 
 
 def make_chain(

@@ -8,7 +8,7 @@ import pytest
 
 from app.chain.chain import Chain
 from app.chain.types import ChainRequest, ResultKind, Turn
-from app.llm.base import LLMClient, Message
+from app.llm.base import LLMClient
 from app.llm.router import aclose_all, build_llm_clients
 from app.prompts import PromptStore
 from app.settings import ChainSettings, LLMSettings
@@ -17,10 +17,9 @@ from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import without_env
+from tests.conftest import PROMPTS, without_env
 from tests.fakes.llm import step_of
-from tests.fakes.openai_server import FakeLLMServer, RecordedRequest, ServerFactory
-from tests.test_chain import PROMPTS
+from tests.fakes.openai_server import FakeLLMServer, ServerFactory, by_step
 
 pytest_plugins = ["tests.fakes.openai_server"]
 
@@ -33,16 +32,10 @@ REPLIES = {
 HISTORY = (Turn("user", "What is the VPN?"), Turn("assistant", "It reaches internal systems [1]."))
 
 
-def reply_per_step(request: RecordedRequest) -> str:
-    """The fake server's reply: what each step would say."""
-    messages = [Message("user", str(m.get("content", ""))) for m in request.messages]
-    return REPLIES[step_of(messages, request.regex)]
-
-
 @pytest.fixture
 def llm_server(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
     """The fake server answering per step."""
-    fake_llm_server.responder = reply_per_step
+    fake_llm_server.responder = by_step(REPLIES)
     return fake_llm_server
 
 
@@ -102,9 +95,7 @@ async def test_every_step_sends_its_regex_as_structured_outputs(
     assert result.text == REPLIES["answer"]
     assert "".join(pieces) == result.text
     requests = llm_server.chat_requests
-    steps = sorted(
-        step_of([Message("user", "")], r.body["structured_outputs"]["regex"]) for r in requests
-    )
+    steps = sorted(step_of(r.body["structured_outputs"]["regex"]) for r in requests)
     assert steps == ["answer", "clarify", "paraphrase", "relevance"]
     for request in requests:
         assert request.body["model"] == "served-model"
@@ -137,7 +128,7 @@ async def test_fallback_answers_when_the_primary_keeps_failing(
     llm_server: FakeLLMServer, make_fake_llm_server: ServerFactory, build_chain: Any
 ) -> None:
     fallback = make_fake_llm_server()
-    fallback.responder = reply_per_step
+    fallback.responder = by_step(REPLIES)
     llm_server.fail_next(503, times=100)
     chain = build_chain(
         base_url=llm_server.base_url,

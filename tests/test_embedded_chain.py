@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from app.chain.chain import Chain
-from app.chain.clarify import literal, option_candidates
 from app.chain.retrieve import CHARS_PER_TOKEN, assemble, select
 from app.chain.types import ENGLISH, RUSSIAN, ChainRequest, Language, ResultKind, Turn
+from app.chain.variables import prompt_variables
 from app.llm.llamacpp import LlamaCppClient
 from app.prompts import PromptStore
 from app.settings import ChainSettings, LLMSettings
@@ -19,8 +19,7 @@ from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import without_env
-from tests.test_chain import PROMPTS
+from tests.conftest import PROMPTS, without_env
 
 HISTORY = [Turn("user", "How do I set up the VPN?"), Turn("assistant", "Install WireGuard [1].")]
 
@@ -53,18 +52,9 @@ async def test_every_step_output_matches_its_regex(
 ) -> None:
     hits = await searcher.search("VPN handshake", ["company"], limit=4)
     passages = assemble(select(hits, 600 * CHARS_PER_TOKEN))
-    choices = option_candidates(passages, language.letters)
-    variables = {
-        "message": question,
-        "history": HISTORY,
-        "query": question,
-        "passages": passages,
-        "language": language.name,
-        "letters": language.letters,
-        "citations": "|".join(str(p.n) for p in passages),
-        "choices": choices,
-        "options": "|".join(literal(c) for c in choices),
-    }
+    variables = prompt_variables(
+        query=question, language=language, passages=passages, history=HISTORY
+    )
     for step in ("paraphrase", "relevance", "clarify", "answer"):
         prompt = PROMPTS[step].render(**variables)
         # The answer's own limit is 512 tokens; 160 keeps the test short on 2 cores.

@@ -16,12 +16,14 @@ from typing import Any, Literal, cast
 import pytest
 from langfuse.model import ChatPromptClient
 
-from app.chain.clarify import literal, option_candidates, parse_clarification
+from app.chain.clarify import parse_clarification
 from app.chain.types import ENGLISH, RUSSIAN, Language, Passage, Turn
+from app.chain.variables import prompt_variables
 from app.errors import PromptError
 from app.prompts import Prompt, PromptStore, load_prompt_files, parse_prompt
 from app.prompts_push import push_prompts
 from app.settings import STEPS
+from tests.conftest import PROMPTS, ROOT
 from tests.fakes.langfuse_server import (
     PROMPTS_PATH,
     FakeLangfuse,
@@ -31,8 +33,6 @@ from tests.fakes.langfuse_server import (
 # The langfuse_server and make_langfuse fixtures.
 pytest_plugins = ["tests.fakes.langfuse_server"]
 
-ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = load_prompt_files(ROOT / "prompts")
 PASSAGES = (
     Passage(
         1,
@@ -68,17 +68,13 @@ def variables(
     language: Language = ENGLISH, passages: tuple[Passage, ...] = PASSAGES
 ) -> dict[str, Any]:
     """Everything any prompt may use, as the chain's steps pass it."""
-    return {
-        "query": "How many vacation days do I get?",
-        "message": "and how many days do I get?",
-        "history": HISTORY,
-        "passages": passages,
-        "language": language.name,
-        "letters": language.letters,
-        "citations": "|".join(str(p.n) for p in passages),
-        "choices": (choices := option_candidates(passages, language.letters)),
-        "options": "|".join(literal(c) for c in choices),
-    }
+    return prompt_variables(
+        query="How many vacation days do I get?",
+        language=language,
+        passages=passages,
+        message="and how many days do I get?",
+        history=HISTORY,
+    )
 
 
 def regex_of(name: str, language: Language = ENGLISH, **overrides: Any) -> str:

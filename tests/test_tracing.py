@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -20,15 +19,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from app.chain.chain import Chain
 from app.chain.types import ChainRequest, ChainResult, ResultKind, Turn
-from app.llm.base import Completion, GenerationParams, Message, OnDelta
-from app.prompts import PromptStore, load_prompt_files
+from app.prompts import PromptStore
 from app.settings import ChainSettings
 from app.tracing import Tracer, trace_id_for
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
-from tests.conftest import without_env
+from tests.conftest import PROMPTS, without_env
 from tests.fakes.langfuse_server import (
     INGESTION_PATH,
     OTEL_PATH,
@@ -41,8 +39,6 @@ from tests.fakes.llm import Call, ScriptedLLM
 # The langfuse_server and make_langfuse fixtures.
 pytest_plugins = ["tests.fakes.langfuse_server"]
 
-ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = load_prompt_files(ROOT / "prompts")
 STEP_NAMES = ["paraphrase", "retrieve", "relevance", "clarify", "answer"]
 LLM_STEPS = ["paraphrase", "relevance", "clarify", "answer"]
 HISTORY = [
@@ -81,26 +77,6 @@ def chain_for(
         )
 
     return build
-
-
-@dataclass
-class SlowLLM(ScriptedLLM):
-    """A ScriptedLLM that yields to the event loop before answering, so that concurrent steps
-    really interleave."""
-
-    delay_s: float = 0.03
-
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        regex: str | None = None,
-        params: GenerationParams = GenerationParams(),
-        on_delta: OnDelta | None = None,
-    ) -> Completion:
-        """Sleep, then reply like ScriptedLLM."""
-        await asyncio.sleep(self.delay_s)
-        return await super().complete(messages, regex=regex, params=params, on_delta=on_delta)
 
 
 @dataclass(frozen=True)
@@ -380,8 +356,10 @@ async def test_concurrent_verdicts_and_runs_stay_nested(
 
         return reply_for
 
-    llm = SlowLLM(
-        replies={"relevance": remember("YES"), "clarify": remember("CLEAR")}, concurrent=True
+    llm = ScriptedLLM(
+        replies={"relevance": remember("YES"), "clarify": remember("CLEAR")},
+        concurrent=True,
+        reply_delay_s=0.03,
     )
     tracer, exporter = traced(make_langfuse)
     chain = chain_for(llm, tracer)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from app.chain.llm_step import LLMStep
 from app.chain.types import Language, Passage, SourceRef
+from app.chain.variables import prompt_variables
 from app.llm.base import OnDelta
 
 _CITATION = re.compile(r"\[(\d+)\]")
@@ -46,12 +47,7 @@ class Answerer(LLMStep):
         """The answer; its citations are restricted to the passages' numbers by the regex."""
         with self.tracer.step("answer", {"query": query, "passages": len(passages)}) as span:
             generated = await self.generate(
-                on_delta,
-                query=query,
-                passages=passages,
-                language=language.name,
-                letters=language.letters,
-                citations="|".join(str(p.n) for p in passages),
+                on_delta, **prompt_variables(query=query, language=language, passages=passages)
             )
             text = generated.completion.text.strip()
             sources = cited_sources(text, passages) or [SourceRef.of(p) for p in passages]

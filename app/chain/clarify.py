@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from app.chain.llm_step import LLMStep
 from app.chain.types import Language, Passage
+from app.chain.variables import prompt_variables
 
-_META = frozenset("\\.^$*+?()[]{}|")
 _ASK = re.compile(r"ASK:\s*(?P<question>[^\n]+)(?P<options>(?:\n-[^\n]*)+)")
 
 
@@ -35,25 +35,6 @@ def parse_clarification(text: str) -> Clarification:
     return Clarification(match.group("question").strip(), options)
 
 
-def literal(text: str) -> str:
-    """A regex matching text literally; only the metacharacters every engine knows are
-    escaped (vLLM's backends and llguidance differ on escapes of other punctuation)."""
-    return "".join(f"\\{ch}" if ch in _META else ch for ch in text)
-
-
-def option_candidates(passages: Sequence[Passage], letters: str, limit: int = 12) -> list[str]:
-    """What a clarifying question may offer: the sections (or, without sections, the titles)
-    of the retrieved passages, short and in the question's alphabet."""
-    allowed = re.compile(f"[{letters}0-9][{letters}0-9 ,.;:'\"()%&+/#№-]{{0,59}}")
-    found: dict[str, None] = {}
-    for passage in passages:
-        for raw in passage.sections or (passage.title,):
-            name = " ".join(raw.split())
-            if allowed.fullmatch(name) and name.casefold() not in map(str.casefold, found):
-                found[name] = None
-    return list(found)[:limit]
-
-
 class Clarifier(LLMStep):
     """Asks back only when the excerpts answer differently for cases the query leaves open."""
 
@@ -64,20 +45,13 @@ class Clarifier(LLMStep):
     ) -> Clarification:
         """The clarifying question, or Clarification(None); `skip` says why not to ask."""
         with self.tracer.step("clarify", {"query": query}) as span:
-            choices = option_candidates(passages, language.letters)
-            if not skip and len(choices) < 2:
+            variables = prompt_variables(query=query, language=language, passages=passages)
+            if not skip and len(variables["choices"]) < 2:
                 skip = "fewer than two options to offer"
             if skip:
                 span.update(output="CLEAR", metadata={"skipped": skip})
                 return Clarification(None)
-            generated = await self.generate(
-                query=query,
-                passages=passages,
-                language=language.name,
-                letters=language.letters,
-                choices=choices,
-                options="|".join(literal(c) for c in choices),
-            )
+            generated = await self.generate(**variables)
             result = parse_clarification(generated.completion.text)
             span.update(output={"question": result.question, "options": result.options})
             return result

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from app.chain.llm_step import LLMStep
 from app.chain.types import Language, Turn
+from app.chain.variables import prompt_variables
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class Paraphraser(LLMStep):
                 span.update(output=message, metadata={"skipped": "no history"})
                 return Paraphrased(message, rewritten=False)
             generated = await self.generate(
-                message=message, history=history, language=language.name, letters=language.letters
+                **prompt_variables(query=message, language=language, history=history)
             )
             query = generated.completion.text.strip() if generated.valid else ""
             result = Paraphrased(query, rewritten=True) if query else Paraphrased(message, False)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from app.chain.llm_step import LLMStep
 from app.chain.types import Language, Passage
+from app.chain.variables import prompt_variables
 from app.llm.base import LLMClient
 from app.prompts import PromptStore
 from app.tracing import Tracer
@@ -41,7 +42,7 @@ class RelevanceJudge(LLMStep):
                 verdict = Relevance(False, f"best score {best:.3f} < {self.min_score}")
             else:
                 generated = await self.generate(
-                    query=query, passages=passages, language=language.name
+                    **prompt_variables(query=query, language=language, passages=passages)
                 )
                 text = generated.completion.text.strip().upper()
                 # An unparseable verdict lets the grounded answer step decide.

@@ -20,7 +20,7 @@ class Call:
     params: GenerationParams
 
 
-def step_of(messages: Sequence[Message], regex: str | None) -> str:
+def step_of(regex: str | None) -> str:
     """Which chain step a request comes from, by its output regex."""
     if regex is None:
         return "unconstrained"
@@ -55,7 +55,9 @@ class ScriptedLLM:
     calls: list[Call] = field(default_factory=list)
     name: str = "scripted"
     concurrent: bool = True
-    # Pause between streamed pieces (a real model takes time per token).
+    # Pause before replying (so concurrent steps really interleave), and between streamed
+    # pieces (a real model takes time per token).
+    reply_delay_s: float = 0.0
     delta_delay_s: float = 0.0
 
     @property
@@ -77,7 +79,8 @@ class ScriptedLLM:
         on_delta: OnDelta | None = None,
     ) -> Completion:
         """Record the call and reply."""
-        step = step_of(messages, regex)
+        await asyncio.sleep(self.reply_delay_s)
+        step = step_of(regex)
         call = Call(step, list(messages), regex, params)
         self.calls.append(call)
         if step in self.fail_steps:

@@ -3,9 +3,11 @@ carries, what a reply is, and the JSON and SSE bodies built from them."""
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
+
+from tests.fakes.llm import step_of
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -63,6 +65,12 @@ def choose_matching(request: RecordedRequest, *candidates: str) -> str:
         if request.regex is not None and re.fullmatch(request.regex, text):
             return text
     raise ValueError(f"no candidate of {candidates!r} matches regex {request.regex!r}")
+
+
+def by_step(replies: Mapping[str, str]) -> Responder:
+    """A responder answering each request with the reply of its chain step (told apart by the
+    step's output regex)."""
+    return lambda request: replies[step_of(request.regex)]
 
 
 def by_regex(*candidates: str) -> Responder:

@@ -2,8 +2,9 @@
 a one-line comment, stored as the score's comment."""
 
 from aiogram import F, Router
-from aiogram.filters import Command
+from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, Message
 
 from app.bot import conversation
@@ -17,6 +18,13 @@ SCORE = "user_feedback"
 def score_id(trace_id: str) -> str:
     """One feedback score per answer: pressing again, or commenting, updates it."""
     return f"{trace_id}-feedback"
+
+
+class AwaitingComment(StatesGroup):
+    """After a thumbs-down: the next line is the comment. A state, not only data, so the
+    filter needs no storage read of its own (aiogram reads the state of every update)."""
+
+    line = State()
 
 
 async def rated(
@@ -36,11 +44,8 @@ async def rated(
         talk = await conversation.load(state)
         talk.comment_for = trace_id
         await conversation.save(state, talk)
+        await state.set_state(AwaitingComment.line)
         await message.answer(t("ask_comment", query.from_user))
-
-
-async def _awaiting_comment(message: Message, state: FSMContext) -> bool:
-    return (await conversation.load(state)).comment_for is not None
 
 
 async def skip(message: Message, state: FSMContext) -> None:
@@ -48,6 +53,7 @@ async def skip(message: Message, state: FSMContext) -> None:
     talk = await conversation.load(state)
     talk.comment_for = None
     await conversation.save(state, talk)
+    await state.set_state(None)
     await message.answer(t("skipped", message.from_user))
 
 
@@ -57,6 +63,7 @@ async def comment(message: Message, tracer: Tracer, state: FSMContext) -> None:
     trace_id = talk.comment_for
     talk.comment_for = None
     await conversation.save(state, talk)
+    await state.set_state(None)
     if trace_id is None:
         return
     text = " ".join((message.text or "").split())[:500]
@@ -68,6 +75,8 @@ def router() -> Router:
     """A fresh router with this module's handlers (one per Dispatcher)."""
     built = Router(name=__name__)
     built.callback_query.register(rated, Feedback.filter())
-    built.message.register(skip, Command("skip"), _awaiting_comment)
-    built.message.register(comment, F.text, ~F.text.startswith("/"), _awaiting_comment)
+    built.message.register(skip, Command("skip"), StateFilter(AwaitingComment.line))
+    built.message.register(
+        comment, F.text, ~F.text.startswith("/"), StateFilter(AwaitingComment.line)
+    )
     return built
