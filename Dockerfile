@@ -23,8 +23,11 @@ COPY pyproject.toml README.md ./
 COPY kb ./kb
 COPY ingestion ./ingestion
 COPY app ./app
-RUN pip install . \
-    && python -c "import torch; assert not torch.version.cuda, 'CUDA build of torch installed'"
+# --no-binary: llama.cpp is compiled here with CMAKE_ARGS above, never taken prebuilt; the check
+# refuses a build that uses AMX (some virtual machines advertise it and fault on it).
+RUN pip install --no-binary llama-cpp-python . \
+    && python -c "import torch; assert not torch.version.cuda, 'CUDA build of torch installed'" \
+    && python -c "import llama_cpp, sys; info = llama_cpp.llama_print_system_info().decode(); print(info); sys.exit('AMX' in info)"
 
 # ---- runtime: the virtualenv, the prompts, no compilers ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--clarification", help="the option picked after a clarifying question")
     ask.add_argument("--user", default="cli", help="user id for the trace (default: cli)")
     ask.add_argument("--json", action="store_true", help="print the result object last, as JSON")
+    smoke = commands.add_parser("smoke", help="check that the embedded engines run on this CPU")
+    smoke.add_argument(
+        "--only", choices=["embedders", "llm"], help="check one engine (default: all)"
+    )
     prompts = commands.add_parser("prompts", help="check prompt files, or push them to Langfuse")
     actions = prompts.add_subparsers(dest="action", required=True)
     actions.add_parser("check", help="parse and render every prompt file")
@@ -124,6 +128,17 @@ async def _bot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _smoke(args: argparse.Namespace) -> int:
+    from app.smoke import smoke
+
+    parts = [args.only] if args.only else ["embedders", "llm"]
+    result = await smoke(Settings.load(), parts)
+    for name, outcome in result.items():
+        print(f"ok {name}: {outcome}")
+    print(json.dumps(result, ensure_ascii=False))
+    return EXIT_OK
+
+
 async def _prompts(args: argparse.Namespace) -> int:
     settings = load_settings(LangfuseSettings)
     files = load_prompt_files(Settings.load().chain.prompts_dir)
@@ -153,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The bot is a service: its log says what it does; one-shot commands only warn.
     level = logging.INFO if name == "bot" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = {"ask": _ask, "prompts": _prompts, "bot": _bot}[name]
+    command = {"ask": _ask, "prompts": _prompts, "bot": _bot, "smoke": _smoke}[name]
     try:
         return asyncio.run(command(args))
     except (KBError, AppError) as exc:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.chain.chain import Chain
@@ -11,8 +12,9 @@ from app.llm.llamacpp import LlamaCppClient
 from app.llm.router import aclose_all, build_llm_clients
 from app.prompts import PromptStore, load_prompt_files
 from app.settings import STEPS, Settings
+from app.smoke import UnavailableLLM, probe_embedded_llm
 from app.tracing import Tracer
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedders, SparseEmbedder
 from kb.factory import open_store
 from kb.search import HybridSearcher
 from kb.store import VectorStore
@@ -44,9 +46,11 @@ async def build_services(settings: Settings) -> Services:
     """Open the store, load the embedders, connect the LLM(s), Langfuse and the prompts."""
     store = open_store(settings.qdrant)
     try:
-        dense = await asyncio.to_thread(DenseEmbedder, settings.embedding)
+        dense = DenseEmbedders(settings.embedding)
+        # Load the models the existing collections need now, not on a user's first question.
+        await asyncio.to_thread(dense.preload, await _collection_models(store))
         searcher = HybridSearcher(store, dense, SparseEmbedder(), settings.search)
-        llm = build_llm_clients(settings.llm, embedded=lambda: LlamaCppClient(settings.llm))
+        llm = build_llm_clients(settings.llm, embedded=await _embedded_llm(settings))
         tracer = Tracer.from_settings(settings.langfuse)
         files = load_prompt_files(settings.chain.prompts_dir)
         missing = [step for step in STEPS if step not in files]
@@ -74,8 +78,33 @@ async def build_services(settings: Settings) -> Services:
         tracer=tracer,
         settings=settings.chain,
     )
-    log.info("LLM: %s; tracing %s", _describe(llm), "on" if tracer.enabled else "off")
+    log.info(
+        "LLM: %s; answers: %s; tracing %s",
+        _describe(llm),
+        chain.answer.mode,  # CHAIN_ANSWER_MODE=auto resolved for the answer step's client
+        "on" if tracer.enabled else "off",
+    )
     return Services(settings, store, searcher, llm, prompts, tracer, chain)
+
+
+async def _embedded_llm(settings: Settings) -> Callable[[], LLMClient]:
+    """The in-process llama.cpp client's factory, after a probe in a child process when a
+    step uses it: a model that crashes on this CPU must not take the process down."""
+    llm = settings.llm
+    if all(getattr(llm, f"{step}_base_url") or llm.base_url for step in STEPS):
+        return lambda: LlamaCppClient(llm)
+    if not llm.probe:
+        return lambda: LlamaCppClient(llm)
+    problem = await probe_embedded_llm()
+    if problem is None:
+        return lambda: LlamaCppClient(llm)
+    log.error("%s; answering with sources only (set LLM_BASE_URL to use a server)", problem)
+    return lambda: UnavailableLLM(problem)
+
+
+async def _collection_models(store: VectorStore) -> list[str]:
+    specs = [await store.get_collection(name) for name in await store.list_collections()]
+    return sorted({spec.embedding_model for spec in specs if spec is not None})
 
 
 def _describe(llm: dict[str, LLMClient]) -> str:

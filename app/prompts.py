@@ -127,7 +127,14 @@ def _check_regex(template: str, where: str) -> None:
     # Render with placeholder request parts so the static shape can be checked up front.
     try:
         sample = _JINJA.from_string(template).render(
-            citations="1|2", letters="A-Za-z", language="English", options="a|b"
+            citations="1|2",
+            letters="A-Za-z",
+            language="English",
+            options="a|b",
+            refusal_regex="No\\.",
+            words="|Да",
+            quotes="A\\. \\[1\\]|B\\. \\[2\\]",
+            refuse=True,
         )
         re.compile(sample)
     except (TemplateError, re.error) as exc:

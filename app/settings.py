@@ -5,6 +5,7 @@ The knowledge base's own settings (QDRANT_*, EMBEDDING_*, SEARCH_*) live in kb.s
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,9 @@ class LLMSettings(BaseSettings):
     gguf_path: Path | None = None
     n_ctx: int = Field(default=8192, ge=512)
     n_threads: int | None = Field(default=None, ge=1)
+    # Run the embedded model once in a child process at start: a crash there (a CPU fault)
+    # is then a clear log line, not a dead process.
+    probe: bool = True
 
     @model_validator(mode="after")
     def _model_with_server(self) -> "LLMSettings":
@@ -111,6 +115,16 @@ class ChainSettings(BaseSettings):
     # Add the chunks just before and after the best hits to the context.
     neighbours: bool = True
     prompts_dir: Path = Path(__file__).resolve().parent.parent / "prompts"
+    # How answers are written: "generate" (the model writes them, citing the excerpts),
+    # "quote" (only sentences copied from the excerpts, prompts/answer_quote.md), or "auto":
+    # quote on the embedded llama.cpp model, generate on an LLM server.
+    answer_mode: Literal["auto", "generate", "quote"] = "auto"
+    # The embedded model's verdicts (prompts/question.md): an excerpt answers the question
+    # when it makes the question this much likelier (mean log-probability per token) ...
+    question_gain: float = Field(default=0.6, ge=0.0)
+    # ... and the chain asks back only when a second excerpt does nearly as well (within
+    # this much of the best): one clearly dominating document needs no clarification.
+    question_gain_margin: float = Field(default=0.4, ge=0.0)
 
 
 @dataclass(frozen=True, slots=True)

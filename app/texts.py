@@ -12,6 +12,11 @@ _TEXTS: dict[str, dict[str, str]] = {
         ),
         "llm_failed_sources": "These documents may help meanwhile:",
         "kb_failed": "Sorry, the knowledge base is unavailable just now. Please try again later.",
+        # What the answer step says when the excerpts do not answer the question (the only
+        # answer allowed without a citation); the chain then reports "not found".
+        "refusal": "The knowledge base does not say.",
+        # The embedded model's clarifying question (it cannot write one of its own).
+        "clarify_question": "Which of these do you mean?",
     },
     "ru": {
         "not_found": (
@@ -24,6 +29,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         ),
         "llm_failed_sources": "Пока что могут помочь эти документы:",
         "kb_failed": "Извините, база знаний сейчас недоступна. Попробуйте позже.",
+        "refusal": "В базе знаний об этом не сказано.",
+        "clarify_question": "Что из этого вы имеете в виду?",
     },
 }
 

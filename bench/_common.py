@@ -11,7 +11,7 @@ from typing import Any
 from ingestion.pipeline import Ingestor
 from ingestion.settings import IngestionSettings
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.settings import EmbeddingSettings, load_settings
 
 
@@ -20,21 +20,28 @@ class Bench:
     """What a benchmark works with."""
 
     store: EdgeStore
+    # The models from the settings, and the one that embeds the bench's language.
+    embedders: DenseEmbedders
     dense: DenseEmbedder
     sparse: SparseEmbedder
     ingestor: Ingestor
 
 
 @asynccontextmanager
-async def fresh_bench() -> AsyncIterator[Bench]:
-    """Embedders from the usual settings over an empty Edge store that is removed afterwards."""
-    dense = DenseEmbedder(load_settings(EmbeddingSettings))
+async def fresh_bench(language: str = "en", model: str | None = None) -> AsyncIterator[Bench]:
+    """Embedders from the usual settings (or one model for every language) over an empty Edge
+    store that is removed afterwards."""
+    settings = load_settings(EmbeddingSettings)
+    if model:
+        settings = settings.model_copy(update={"model": model, "model_en": "", "model_ru": ""})
+    embedders = DenseEmbedders(settings)
+    dense = embedders.for_language(language)
     sparse = SparseEmbedder()
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as tmp:
         store = EdgeStore(Path(tmp) / "qdrant")
         try:
-            ingestor = Ingestor(store, dense, sparse, load_settings(IngestionSettings))
-            yield Bench(store, dense, sparse, ingestor)
+            ingestor = Ingestor(store, embedders, sparse, load_settings(IngestionSettings))
+            yield Bench(store, embedders, dense, sparse, ingestor)
         finally:
             await store.close()
 

@@ -89,7 +89,7 @@ async def run(users: int, latency: float) -> dict[str, Any]:
         collections = Path(tmp) / "collections.yaml"
         collections.write_text("collections:\n  - name: company\n    readers: everyone\n")
         async with fresh_bench() as bench:
-            await bench.ingestor.ingest(discover([ROOT / "samples"]), "company")
+            await bench.ingestor.ingest(discover([ROOT / "samples" / "en"]), "company")
             llm = build_llm_clients(
                 LLMSettings(base_url=llm_url, model="fake", timeout_s=30),
                 embedded=_no_embedded_model,
@@ -97,7 +97,7 @@ async def run(users: int, latency: float) -> dict[str, Any]:
             chain_settings = load_settings(ChainSettings)
             chain = Chain(
                 searcher=HybridSearcher(
-                    bench.store, bench.dense, bench.sparse, load_settings(SearchSettings)
+                    bench.store, bench.embedders, bench.sparse, load_settings(SearchSettings)
                 ),
                 store=bench.store,
                 llm=llm,

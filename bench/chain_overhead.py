@@ -63,7 +63,7 @@ async def run(corpus: Path, queries_file: Path) -> dict[str, float | int]:
     async with fresh_bench() as bench:
         await bench.ingestor.ingest(discover([corpus]), COLLECTION)
         searcher = HybridSearcher(
-            bench.store, bench.dense, bench.sparse, load_settings(SearchSettings)
+            bench.store, bench.embedders, bench.sparse, load_settings(SearchSettings)
         )
         llm = ScriptedLLM(name="instant")
         steps = dict.fromkeys(("paraphrase", "relevance", "clarify", "answer"), llm)

@@ -61,9 +61,9 @@ async def run(max_tokens: int) -> dict[str, Any]:
     seconds = {"with": 0.0, "without": 0.0}
     outputs = 0
     async with fresh_bench() as bench:
-        await bench.ingestor.ingest(discover([ROOT / "samples"]), "samples")
+        await bench.ingestor.ingest(discover([ROOT / "samples" / "en"]), "samples")
         searcher = HybridSearcher(
-            bench.store, bench.dense, bench.sparse, load_settings(SearchSettings)
+            bench.store, bench.embedders, bench.sparse, load_settings(SearchSettings)
         )
         for message, history in CASES:
             variables = await _variables(searcher, message, history)

@@ -14,15 +14,15 @@ from ingestion.errors import UnreadableDocumentError
 from ingestion.pipeline import discover
 
 
-async def run(corpus: Path, language: str) -> dict[str, float | int]:
+async def run(corpus: Path, language: str, model: str | None) -> dict[str, float | int | str]:
     """Ingest the corpus, then encode the same chunks with the embedder alone."""
     files = discover([corpus])
-    async with fresh_bench() as bench:
+    async with fresh_bench(language, model) as bench:
         report = await bench.ingestor.ingest(files, "bench", language)
         texts: list[str] = []
         for source in files:
             try:
-                chunks = bench.ingestor.chunk(source, source.read(), "bench")
+                chunks = bench.ingestor.chunk(source, source.read(), "bench", bench.dense)
             except UnreadableDocumentError:
                 continue
             texts.extend(chunk.embedding_text() for chunk in chunks)
@@ -32,6 +32,7 @@ async def run(corpus: Path, language: str) -> dict[str, float | int]:
     pipeline_rate = report.chunks_written / report.seconds
     encode_rate = len(texts) / encode_seconds
     return {
+        "model": bench.dense.model_name,
         "chunks": report.chunks_written,
         "pipeline_chunks_per_s": round(pipeline_rate, 2),
         "encode_chunks_per_s": round(encode_rate, 2),
@@ -44,8 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--language", choices=["en", "ru"], default="en")
+    parser.add_argument("--model", help="one dense model (default: the language's)")
     args = parser.parse_args()
-    print_result(asyncio.run(run(args.corpus, args.language)))
+    print_result(asyncio.run(run(args.corpus, args.language, args.model)))
 
 
 if __name__ == "__main__":

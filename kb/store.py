@@ -118,18 +118,23 @@ def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
         "embedding_model": spec.embedding_model,
         "language": spec.language,
         "bm25_avg_len": spec.bm25_avg_len,
+        "dense_spread": spec.dense_spread,
+        "tokens_per_word": spec.tokens_per_word,
     }
 
 
 def spec_from_dict(name: str, data: Mapping[str, Any]) -> CollectionSpec:
     """A collection spec from what spec_to_dict stored; KeyError when a field is missing."""
-    avg_len = data.get("bm25_avg_len")
+    avg_len, spread = data.get("bm25_avg_len"), data.get("dense_spread")
+    fertility = data.get("tokens_per_word")
     return CollectionSpec(
         name=name,
         dense_size=int(data["dense_size"]),
         embedding_model=str(data["embedding_model"]),
         language=str(data["language"]),
         bm25_avg_len=float(avg_len) if isinstance(avg_len, int | float) else None,
+        dense_spread=float(spread) if isinstance(spread, int | float) else None,
+        tokens_per_word=float(fertility) if isinstance(fertility, int | float) else None,
     )
 
 

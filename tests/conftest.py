@@ -11,8 +11,9 @@ from pydantic_settings import BaseSettings
 from app.prompts import load_prompt_files
 from ingestion.pipeline import Ingestor, discover
 from ingestion.settings import IngestionSettings
+from kb.dense_st import MINILM_MODEL_NAME, SentenceTransformerEmbedder
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.settings import EmbeddingSettings, SearchSettings
 from kb.store import VectorStore
 
@@ -44,9 +45,9 @@ def ingestion_settings(**overrides: Any) -> IngestionSettings:
 
 
 @pytest.fixture(scope="session")
-def dense_embedder() -> DenseEmbedder:
+def dense_embedder() -> SentenceTransformerEmbedder:
     """The bundled all-MiniLM-L6-v2, loaded once (about 8 s)."""
-    return DenseEmbedder(without_env(EmbeddingSettings))
+    return SentenceTransformerEmbedder(without_env(EmbeddingSettings), MINILM_MODEL_NAME)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +77,12 @@ def make_ingestor(
     """Build an Ingestor on a store, with small-chunk settings (keyword overrides allowed)."""
 
     def build(store: VectorStore, **overrides: Any) -> Ingestor:
-        return Ingestor(store, dense_embedder, sparse_embedder, ingestion_settings(**overrides))
+        return Ingestor(
+            store,
+            DenseEmbedders.of(dense_embedder),
+            sparse_embedder,
+            ingestion_settings(**overrides),
+        )
 
     return build
 
@@ -108,11 +114,14 @@ PROMPTS = load_prompt_files(ROOT / "prompts")
 async def sample_store(
     tmp_path_factory: pytest.TempPathFactory, make_ingestor: IngestorFactory
 ) -> AsyncIterator[EdgeStore]:
-    """The sample documents in collection "company", chunked as users get it; shared by the
+    """The sample documents, chunked as users get them: the English ones (samples/en) in
+    collection "company", the Russian ones (samples/ru) in "company-ru"; shared by the
     chain, tracing and HTTP tests, which only read it."""
     store = EdgeStore(tmp_path_factory.mktemp("samples") / "qdrant")
     ingestor = make_ingestor(store, chunk_tokens=None, chunk_overlap_tokens=32)
-    report = await ingestor.ingest(discover([SAMPLES]), "company")
+    report = await ingestor.ingest(discover([SAMPLES / "en"]), "company")
+    assert report.count("failed") == 0
+    report = await ingestor.ingest(discover([SAMPLES / "ru"]), "company-ru", "ru")
     assert report.count("failed") == 0
     yield store
     await store.close()

@@ -36,7 +36,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
     env |= {"QDRANT_PATH": str(folder / "qdrant"), "HF_HUB_OFFLINE": "1"}
     subprocess.run(
-        [sys.executable, "-m", "ingestion", "add", str(SAMPLES), "--collection", "company"],
+        [sys.executable, "-m", "ingestion", "add", str(SAMPLES / "en"), "--collection", "company"],
         env=env, cwd=folder, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     env["COLLECTIONS_FILE"] = str(folder / "collections.yaml")

@@ -19,7 +19,7 @@ from app.settings import ChainSettings
 from app.tracing import Tracer
 from ingestion.pipeline import Ingestor, SourceFile, discover
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
 from tests.conftest import PROMPTS, SAMPLES, IngestorFactory, without_env
@@ -54,7 +54,7 @@ async def bot_store(
     """The samples in "company", and a finance document only some may read."""
     store = EdgeStore(tmp_path_factory.mktemp("bot") / "qdrant")
     ingestor = make_ingestor(store, chunk_tokens=None)
-    await ingestor.ingest(discover([SAMPLES]), "company")
+    await ingestor.ingest(discover([SAMPLES / "en"]), "company")
     salaries = f"# Salaries\n\nThe salary table for 2026: {SECRET}. Vacation pay is 100 %."
     await ingestor.ingest(
         [SourceFile("salaries.md", "salaries.md", None, salaries.encode())], "finance"
@@ -92,7 +92,9 @@ async def env(  # noqa: PLR0917 - pytest passes fixtures by name, this one needs
     llm = ScriptedLLM(delta_delay_s=0.02)
     tracer = Tracer(make_langfuse())
     chain = Chain(
-        searcher=HybridSearcher(bot_store, dense_embedder, sparse_embedder, search_settings),
+        searcher=HybridSearcher(
+            bot_store, DenseEmbedders.of(dense_embedder), sparse_embedder, search_settings
+        ),
         store=bot_store,
         llm=dict.fromkeys(("paraphrase", "relevance", "clarify", "answer"), llm),
         prompts=PromptStore(PROMPTS),

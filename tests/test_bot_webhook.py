@@ -20,7 +20,7 @@ from app.settings import ChainSettings
 from app.tracing import Tracer
 from ingestion.pipeline import discover
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
 from tests.conftest import PROMPTS, SAMPLES, IngestorFactory, without_env
@@ -51,7 +51,7 @@ async def webhook(  # noqa: PLR0917 - pytest passes fixtures by name
     """The bot serving its webhook on a local port; yields the URL Telegram would post to."""
     store = EdgeStore(tmp_path / "qdrant")
     ingestor = make_ingestor(store, chunk_tokens=None)
-    await ingestor.ingest(discover([SAMPLES]), "company")
+    await ingestor.ingest(discover([SAMPLES / "en"]), "company")
     collections = tmp_path / "collections.yaml"
     collections.write_text("collections:\n  - name: company\n    readers: everyone\n")
     port = free_port()
@@ -64,7 +64,9 @@ async def webhook(  # noqa: PLR0917 - pytest passes fixtures by name
         webhook_port=port,
     )
     chain = Chain(
-        searcher=HybridSearcher(store, dense_embedder, sparse_embedder, search_settings),
+        searcher=HybridSearcher(
+            store, DenseEmbedders.of(dense_embedder), sparse_embedder, search_settings
+        ),
         store=store,
         llm=dict.fromkeys(("paraphrase", "relevance", "clarify", "answer"), ScriptedLLM()),
         prompts=PromptStore(PROMPTS),

@@ -7,13 +7,16 @@ from typing import Any
 import pytest
 
 from app.chain.chain import Chain
+from app.chain.clarify import Clarification, by_gains
+from app.chain.quote import sentences
 from app.chain.retrieve import _merge, _overlap, assemble, select
-from app.chain.types import ChainRequest, ResultKind, Turn
+from app.chain.types import ENGLISH, RUSSIAN, ChainRequest, Passage, ResultKind, Turn
+from app.chain.variables import prompt_variables
 from app.prompts import PromptStore
 from app.settings import ChainSettings
 from app.tracing import Tracer, trace_id_for
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.schema import Chunk, ScoredChunk
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
@@ -31,7 +34,7 @@ def make_chain(
 ) -> Chain:
     """A chain on the sample store with one scripted LLM for every step."""
     return Chain(
-        searcher=HybridSearcher(store, dense, sparse, search),
+        searcher=HybridSearcher(store, DenseEmbedders.of(dense), sparse, search),
         store=store,
         llm=dict.fromkeys(("paraphrase", "relevance", "clarify", "answer"), llm),
         prompts=PromptStore(PROMPTS),
@@ -201,10 +204,38 @@ async def test_streamed_answer_reaches_the_caller(chain_for: Any) -> None:
     assert "".join(pieces) == result.text
 
 
+async def test_a_refusal_is_not_found_without_sources(chain_for: Any) -> None:
+    llm = ScriptedLLM(replies={"answer": "The knowledge base does not say."})
+    result = await chain_for(llm).run(ChainRequest("How do I connect to the VPN?", ["company"]))
+    assert result.kind is ResultKind.NOT_FOUND
+    assert "could not find" in result.text
+    assert result.sources == []
+    regex = next(c.regex for c in llm.calls if c.step == "answer")
+    assert regex is not None
+    assert re.fullmatch(regex, "The knowledge base does not say.")
+
+
+async def test_quote_mode_answers_with_sentences_of_the_passages(chain_for: Any) -> None:
+    def quote(call: Call) -> str:
+        # The first sentence of the prompt that the regex lets it quote as excerpt 1's.
+        found = (f"{s} [1]" for s in sentences(call.messages[-1].content))
+        return next(q for q in found if call.regex and re.fullmatch(call.regex, q))
+
+    llm = ScriptedLLM(replies={"answer": quote}, concurrent=False)
+    chain = chain_for(llm, answer_mode="auto")
+    result = await chain.run(ChainRequest("How many vacation days do I get?", ["company"]))
+    call = next(c for c in llm.calls if c.step == "answer")
+    assert "by quoting the company knowledge base word for word" in call.messages[0].content
+    assert result.kind is ResultKind.ANSWER, result.text
+    assert result.text.endswith(" [1]")
+    assert result.sources[0].doc_id == "handbook/vacation-policy.md"
+    assert call.regex is not None
+    assert not re.fullmatch(call.regex, "Every employee gets 30 days of leave. [1]")
+
+
 def test_english_alphabet_has_no_cyrillic() -> None:
-    prompt = PROMPTS["answer"].render(
-        letters="A-Za-z", language="English", citations="1", query="q", passages=[]
-    )
+    variables = prompt_variables(query="q", language=ENGLISH) | {"citations": "1"}
+    prompt = PROMPTS["answer"].render(**variables)
     assert re.fullmatch(prompt.regex, "Fine [1].")
     assert not re.fullmatch(prompt.regex, "Fine Да [1].")
     assert not re.fullmatch(prompt.regex, "No citation at all.")
@@ -238,3 +269,28 @@ def test_context_budget_and_duplicates() -> None:
     passages = assemble([*chosen, _chunk(3, "other doc", doc="f.md", score=0.95)])
     assert [p.doc_id for p in passages] == ["f.md", "d.md"]
     assert [p.n for p in passages] == [1, 2]
+
+
+def _passage(n: int, title: str, score: float) -> Passage:
+    return Passage(n, "company", f"{n}.md", title, "Text.", f"{n}.md", score)
+
+
+def test_embedded_clarification_needs_two_documents_close_by_both_signals() -> None:
+    leave, travel = _passage(1, "Leave policy", 0.60), _passage(2, "Travel policy", 0.55)
+    asked, why = by_gains([leave, travel], {1: 1.2, 2: 1.0}, ENGLISH, 0.6, 0.4)
+    assert asked.question == "Which of these do you mean?"
+    assert asked.options == ["Leave policy", "Travel policy"]
+    assert "2 documents" in why
+    russian, _ = by_gains([leave, travel], {1: 1.2, 2: 1.0}, RUSSIAN, 0.6, 0.4)
+    assert russian.question == "Что из этого вы имеете в виду?"
+    # Search ranks the second far below; its gain is below the minimum; or far below the best.
+    far = _passage(2, "Travel policy", 0.28)
+    for passages, gains in (
+        ([leave, far], {1: 0.69, 2: 0.62}),
+        ([leave, travel], {1: 1.2, 2: 0.5}),
+        ([leave, travel], {1: 1.6, 2: 1.0}),
+    ):
+        assert by_gains(passages, gains, ENGLISH, 0.6, 0.4) == (
+            Clarification(None),
+            "one document dominates",
+        )

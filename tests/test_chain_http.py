@@ -14,12 +14,12 @@ from app.prompts import PromptStore
 from app.settings import ChainSettings, LLMSettings
 from app.tracing import Tracer
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
 from tests.conftest import PROMPTS, without_env
 from tests.fakes.llm import step_of
-from tests.fakes.openai_server import FakeLLMServer, ServerFactory, by_step
+from tests.fakes.openai_server import FakeLLMServer, ServerFactory, by_regex, by_step
 
 pytest_plugins = ["tests.fakes.openai_server"]
 
@@ -49,16 +49,18 @@ async def build_chain(
     """A chain whose LLM clients come from LLMSettings, as in production."""
     made: list[dict[str, LLMClient]] = []
 
-    def build(**llm: Any) -> Chain:
+    def build(answer_mode: str = "auto", **llm: Any) -> Chain:
         clients = build_llm_clients(without_env(LLMSettings, **llm), embedded=_no_embedded)
         made.append(clients)
         return Chain(
-            searcher=HybridSearcher(sample_store, dense_embedder, sparse_embedder, search_settings),
+            searcher=HybridSearcher(
+                sample_store, DenseEmbedders.of(dense_embedder), sparse_embedder, search_settings
+            ),
             store=sample_store,
             llm=clients,
             prompts=PromptStore(PROMPTS),
             tracer=Tracer(None),
-            settings=without_env(ChainSettings),
+            settings=without_env(ChainSettings, answer_mode=answer_mode),
         )
 
     yield build
@@ -103,6 +105,34 @@ async def test_every_step_sends_its_regex_as_structured_outputs(
         assert _guided_keys(request.body) == []
     answer = next(r for r in requests if "Excerpts" in str(r.messages) and r.body.get("stream"))
     assert answer.body["structured_outputs"]["regex"].count("\\[(") >= 2
+    assert llm_server.regex_violations == []
+
+
+async def test_a_refusal_from_the_server_is_not_found_without_sources(
+    llm_server: FakeLLMServer, build_chain: Any
+) -> None:
+    llm_server.responder = by_step(REPLIES | {"answer": "The knowledge base does not say."})
+    chain = build_chain(base_url=llm_server.base_url, model="served-model")
+    result = await chain.run(ChainRequest("How do I connect to the VPN?", ["company"]))
+    assert result.kind is ResultKind.NOT_FOUND
+    assert result.sources == []
+    assert llm_server.regex_violations == []
+
+
+async def test_quote_mode_on_a_server_sends_the_quote_regex_unchanged(
+    llm_server: FakeLLMServer, build_chain: Any
+) -> None:
+    quote = "Import the file into the WireGuard client and activate the tunnel. [1]"
+    llm_server.responder = by_regex("YES", "CLEAR", quote)
+    chain = build_chain(answer_mode="quote", base_url=llm_server.base_url, model="m")
+    result = await chain.run(ChainRequest("How do I connect to the VPN?", ["company"]))
+    assert (result.kind, result.text) == (ResultKind.ANSWER, quote)
+    assert result.sources[0].doc_id == "it/vpn.md"
+    answer = next(r for r in llm_server.chat_requests if "word for word" in str(r.messages))
+    regex = answer.body["structured_outputs"]["regex"]
+    # The quote regex as the prompt renders it: the refusal, then every run of sentences.
+    assert regex.startswith("The knowledge base does not say\\.|")
+    assert "Install the WireGuard client from the software center" in regex
     assert llm_server.regex_violations == []
 
 

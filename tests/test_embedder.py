@@ -4,7 +4,8 @@ language, and a document's vector is the normalized mean of its chunks'."""
 import numpy as np
 import pytest
 
-from kb.embedder import BUNDLED_MODEL_NAME, DenseEmbedder, SparseEmbedder, document_vector
+from kb.dense_st import MINILM_MODEL_NAME, SentenceTransformerEmbedder
+from kb.embedder import DenseEmbedder, SparseEmbedder, document_vector
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ FOX_HEAD = [
 
 
 def test_bundled_model_vector_is_pinned(dense_embedder: DenseEmbedder) -> None:
-    assert dense_embedder.model_name == BUNDLED_MODEL_NAME
+    assert dense_embedder.model_name == MINILM_MODEL_NAME
     assert dense_embedder.dimension == 384
 
     query = np.asarray(dense_embedder.embed_query(FOX))
@@ -50,11 +51,13 @@ def test_vectors_carry_meaning(dense_embedder: DenseEmbedder) -> None:
     assert float(query @ leave) > float(query @ printer) + 0.2
 
 
-def test_query_and_passage_prefixes_are_applied(dense_embedder: DenseEmbedder) -> None:
+def test_query_and_passage_prefixes_are_applied(
+    dense_embedder: SentenceTransformerEmbedder,
+) -> None:
     settings = dense_embedder.settings.model_copy(
         update={"query_prefix": "query: ", "passage_prefix": "passage: "}
     )
-    prefixed = DenseEmbedder(settings)
+    prefixed = SentenceTransformerEmbedder(settings, MINILM_MODEL_NAME)
     text = "reset a forgotten password"
 
     plain_query = np.asarray(dense_embedder.embed_query(text))

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from app.chain.quote import quote_regex
+from app.chain.types import Passage
 from app.errors import LLMResponseError, LLMUnavailableError
 from app.llm.base import GenerationParams, LLMClient, Message, OnDelta
-from app.llm.llamacpp import LlamaCppClient, TextOutput
+from app.llm.llama_decoding import TextOutput
+from app.llm.llamacpp import LlamaCppClient
 from app.settings import LLMSettings
 from tests.conftest import without_env
 
@@ -231,6 +234,46 @@ async def test_context_overflow_is_a_clear_error(
 async def test_invalid_regex_is_rejected(client: LlamaCppClient, regex: str) -> None:
     with pytest.raises(LLMResponseError, match="regex"):
         await client.complete([Message("user", "Hi")], regex=regex)
+
+
+OFFICE = "The office opens at 8:00. Badges are issued within 3 days. Parking is free for staff."
+
+
+async def test_quote_regex_constrains_the_output_to_sentences_of_the_passage(
+    client: LlamaCppClient,
+) -> None:
+    regex = quote_regex([Passage(1, "c", "office.md", "Office", OFFICE, "office.md", 0.5)])
+    messages = [
+        Message("system", "Quote the sentences that answer the question, each with [1]."),
+        Message("user", f"[1] Office\n{OFFICE}\n\nQuestion: When does the office open?"),
+    ]
+    result = await client.complete(messages, regex=regex, params=GenerationParams(max_tokens=64))
+    assert re.fullmatch(regex, result.text), result.text
+    assert result.finish_reason == "stop"
+    lines = result.text.splitlines()
+    assert len(set(lines)) == len(lines) <= 3
+    assert all(line.endswith(" [1]") and line[:-4] in OFFICE for line in lines)
+
+
+async def test_reply_likelihood_is_higher_after_the_prompt_that_leads_to_it(
+    client: LlamaCppClient,
+) -> None:
+    def excerpt(text: str) -> list[Message]:
+        return [
+            Message("system", "Write the question this excerpt answers."),
+            Message("user", text),
+        ]
+
+    prompts = [excerpt(s) for s in OFFICE.split(". ")]
+    question = "When does the office open?"
+    scores = await client.reply_log_probs(prompts, question)
+    assert scores[0] == max(scores)
+    assert all(s < 0 for s in scores)  # mean log-probabilities per token
+    # Evaluating a prompt after others (sharing their prefix) changes nothing that matters.
+    alone = await client.reply_log_probs(prompts[2:], question)
+    assert alone[0] == pytest.approx(scores[2], abs=0.02)
+    with pytest.raises(LLMResponseError, match="empty reply"):
+        await client.reply_log_probs(prompts, "")
 
 
 async def test_closed_client_refuses_requests() -> None:

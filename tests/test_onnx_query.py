@@ -6,7 +6,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from kb.embedder import DenseEmbedder
+from kb.dense_st import MINILM_MODEL_NAME, SentenceTransformerEmbedder
 from kb.onnx_query import OnnxQueryEncoder
 from kb.settings import EmbeddingSettings
 
@@ -20,13 +20,15 @@ TEXTS = [
 ]
 
 
-def test_bundled_model_embeds_queries_with_onnxruntime(dense_embedder: DenseEmbedder) -> None:
+def test_bundled_model_embeds_queries_with_onnxruntime(
+    dense_embedder: SentenceTransformerEmbedder,
+) -> None:
     assert dense_embedder.query_runtime == "onnxruntime"
 
 
-def test_onnx_queries_equal_pytorch_queries(dense_embedder: DenseEmbedder) -> None:
+def test_onnx_queries_equal_pytorch_queries(dense_embedder: SentenceTransformerEmbedder) -> None:
     # Every field given: init values win over the environment running the tests.
-    torch_only = DenseEmbedder(
+    torch_only = SentenceTransformerEmbedder(
         EmbeddingSettings(
             model="",
             device="cpu",
@@ -35,7 +37,8 @@ def test_onnx_queries_equal_pytorch_queries(dense_embedder: DenseEmbedder) -> No
             passage_prefix="",
             max_seq_length=None,
             onnx_queries=False,
-        )
+        ),
+        MINILM_MODEL_NAME,
     )
     assert torch_only.query_runtime == "torch"
     for text in TEXTS:
@@ -45,7 +48,7 @@ def test_onnx_queries_equal_pytorch_queries(dense_embedder: DenseEmbedder) -> No
         assert np.isclose(np.linalg.norm(onnx_vector), 1.0, atol=1e-5)
 
 
-def test_unsupported_pooling_keeps_pytorch(dense_embedder: DenseEmbedder) -> None:
+def test_unsupported_pooling_keeps_pytorch(dense_embedder: SentenceTransformerEmbedder) -> None:
     transformer = dense_embedder._model[0]
     max_pooled = SentenceTransformer(modules=[transformer, Pooling(384, pooling_mode="max")])
     assert OnnxQueryEncoder.build(max_pooled, threads=1) is None

@@ -13,7 +13,7 @@ import pytest
 
 from ingestion.pipeline import FileReport, Ingestor, IngestReport, discover
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.errors import CollectionNotFoundError
 from kb.schema import (
     Candidate,
@@ -144,7 +144,9 @@ def searcher(
     sparse_embedder: SparseEmbedder,
     search_settings: SearchSettings,
 ) -> HybridSearcher:
-    return HybridSearcher(edge_store, dense_embedder, sparse_embedder, search_settings)
+    return HybridSearcher(
+        edge_store, DenseEmbedders.of(dense_embedder), sparse_embedder, search_settings
+    )
 
 
 class EmbedSpy:
@@ -435,7 +437,9 @@ def library_searcher(
     sparse_embedder: SparseEmbedder,
     search_settings: SearchSettings,
 ) -> HybridSearcher:
-    return HybridSearcher(library, dense_embedder, sparse_embedder, search_settings)
+    return HybridSearcher(
+        library, DenseEmbedders.of(dense_embedder), sparse_embedder, search_settings
+    )
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,8 @@ def matches(regex: str, text: str) -> bool:
 
 
 def test_there_is_one_prompt_file_per_llm_step() -> None:
-    assert sorted(PROMPTS) == sorted(STEPS)
+    # Besides the steps: quote mode's answer, and the embedded model's relevance likelihood.
+    assert sorted(PROMPTS) == sorted([*STEPS, "answer_quote", "question"])
     for name, prompt in PROMPTS.items():
         assert prompt.name == name
         assert re.fullmatch(r"file-[0-9a-f]{8}", prompt.version)
@@ -120,6 +121,11 @@ def test_every_prompt_renders_with_realistic_variables(name: str, language: Lang
         assert "User: What does the vacation policy say?" in user
         assert "Assistant: It covers annual leave [1]." in user
         assert "Latest message: and how many days do I get?" in user
+    elif name == "question":
+        # The excerpts alone: the question is the reply whose likelihood is measured.
+        assert "How many vacation days" not in system + user
+        for passage in PASSAGES:
+            assert f"{passage.title}\n{passage.text}" in user
     else:
         assert "Question: How many vacation days do I get?" in user
         # Every passage, numbered as the answer must cite it.
@@ -130,6 +136,46 @@ def test_every_prompt_renders_with_realistic_variables(name: str, language: Lang
     if name == "clarify":
         # The options it may offer are the retrieved sections, listed for the model.
         assert f"Options: {'; '.join(CHOICES)}" in user
+
+
+@pytest.mark.parametrize("language", [ENGLISH, RUSSIAN], ids=["en", "ru"])
+@pytest.mark.parametrize("name", ["answer", "answer_quote"])
+def test_a_refusal_stands_without_a_citation(name: str, language: Language) -> None:
+    refusal = variables(language)["refusal"]
+    assert refusal in PROMPTS[name].render(**variables(language)).messages[0].content
+    assert matches(regex_of(name, language), refusal)
+    assert not matches(regex_of(name, language), "Something else entirely.")
+    if name == "answer_quote":
+        assert not matches(regex_of(name, language), refusal + " [1]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The allowance is 1 500 ₽ (≈ €15) per day [1].",
+        # Escapes: curly single quotes, en dash and times sign look like ASCII in source.
+        "Use <Ctrl> | <Alt> ~ then “Save” or \u2018Apply\u2019 — see «Настройки» [2].",
+        "Range: 10\u201320 days… or $30, £25, 5 °C, § 3 \u00d7 2, a^b [1].",
+        "Run `sudo apt install wireguard` [2].",
+    ],
+)
+def test_answer_alphabet_has_what_corporate_text_contains(text: str) -> None:
+    assert matches(regex_of("answer", RUSSIAN), text)
+
+
+def test_quote_answer_is_verbatim_sentences_of_the_passages() -> None:
+    regex = regex_of("answer_quote")
+    first = "Full-time employees get 25 working days of paid vacation per calendar year. [1]"
+    second = "Install the WireGuard client and import the profile from the IT portal. [2]"
+    assert matches(regex, first)
+    assert matches(regex, second)
+    for wrong in (
+        "Full-time employees get 25 days of paid vacation per calendar year. [1]",
+        "Full-time employees get 25 working days of paid vacation per calendar year. [2]",
+        f"{first}\n{first}",
+        f"{first}\n{second}",
+    ):
+        assert not matches(regex, wrong), wrong
 
 
 def test_answer_regex_allows_only_citations_of_retrieved_passages() -> None:

@@ -23,7 +23,7 @@ from app.prompts import PromptStore
 from app.settings import ChainSettings
 from app.tracing import Tracer, trace_id_for
 from kb.edge import EdgeStore
-from kb.embedder import DenseEmbedder, SparseEmbedder
+from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings
 from tests.conftest import PROMPTS, without_env
@@ -68,7 +68,9 @@ def chain_for(
         llm: ScriptedLLM, tracer: Tracer, prompts: PromptStore | None = None, **settings: Any
     ) -> Chain:
         return Chain(
-            searcher=HybridSearcher(sample_store, dense_embedder, sparse_embedder, search_settings),
+            searcher=HybridSearcher(
+                sample_store, DenseEmbedders.of(dense_embedder), sparse_embedder, search_settings
+            ),
             store=sample_store,
             llm=dict.fromkeys(LLM_STEPS, llm),
             prompts=prompts or PromptStore(PROMPTS),

@@ -3,7 +3,8 @@
 Relevance and clarify both only need the query and the passages, so on an LLM server that
 serves requests concurrently they run at the same time (the slower verdict sets the pace);
 on in-process llama.cpp, which generates one request at a time, clarify runs only when the
-context is relevant.
+context is relevant, and decides from the relevance step's per-passage gains. An answer that
+refuses ("the knowledge base does not say") is a not-found result.
 """
 
 import asyncio
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
-from app.chain.answer import Answerer
+from app.chain.answer import Answerer, resolve_answer_mode
 from app.chain.clarify import Clarification, Clarifier
 from app.chain.llm_step import llm_clock
 from app.chain.paraphrase import Paraphraser
@@ -79,9 +80,10 @@ class Chain:
         self.settings = settings
         self.paraphrase = Paraphraser(llm["paraphrase"], prompts, tracer)
         self.retrieve = Retriever(searcher, store, tracer, settings)
-        self.relevance = RelevanceJudge(llm["relevance"], prompts, tracer, settings.min_score)
-        self.clarify = Clarifier(llm["clarify"], prompts, tracer)
-        self.answer = Answerer(llm["answer"], prompts, tracer)
+        self.relevance = RelevanceJudge(llm["relevance"], prompts, tracer, settings)
+        self.clarify = Clarifier(llm["clarify"], prompts, tracer, settings)
+        mode = resolve_answer_mode(settings.answer_mode, llm["answer"])
+        self.answer = Answerer(llm["answer"], prompts, tracer, mode)
         self._parallel_verdicts = llm["relevance"].parallel and llm["clarify"].parallel
 
     async def run(self, request: ChainRequest) -> ChainResult:
@@ -135,25 +137,32 @@ class Chain:
             request, result.query, passages, language, timer
         )
         if not relevance.relevant:
-            result.kind, result.text, result.sources = (
-                ResultKind.NOT_FOUND,
-                text("not_found", language.code),
-                [],
-            )
+            self._not_found(result, language)
             return
         if clarification is None:
             skip = "clarification given" if request.clarification else None
             clarification = await timer.time(
-                "clarify", self.clarify(result.query, passages, language, skip)
+                "clarify",
+                self.clarify(result.query, passages, language, skip, relevance.gains),
             )
         if clarification.question is not None:
             result.kind, result.text = ResultKind.CLARIFY, clarification.question
             result.options, result.sources = clarification.options, []
             return
         answer = await timer.time(
-            "answer", self.answer(result.query, passages, language, request.on_delta)
+            "answer",
+            self.answer(result.query, passages, language, request.on_delta, relevance.gains),
         )
+        if answer.refused:
+            # "The knowledge base does not say" is a not-found like any other (for the loop).
+            self._not_found(result, language)
+            return
         result.kind, result.text, result.sources = ResultKind.ANSWER, answer.text, answer.sources
+
+    @staticmethod
+    def _not_found(result: ChainResult, language: Language) -> None:
+        result.kind, result.sources = ResultKind.NOT_FOUND, []
+        result.text = text("not_found", language.code)
 
     async def _verdicts(
         self,

@@ -1,18 +1,22 @@
 """The one way a step calls the LLM: render its prompt, call the step's client with the
-prompt's regex, record a generation in the trace, and check the output's shape."""
+prompt's regex, record a generation in the trace, and check the output's shape; or, on a
+client that can, score given replies to rendered prompts."""
 
 import logging
 import re
 import time
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from app.llm.base import Completion, LLMClient, OnDelta
-from app.prompts import PromptStore
+from app.llm.base import Completion, LikelihoodScorer, LLMClient, OnDelta
+from app.prompts import PromptStore, RenderedPrompt
 from app.tracing import Tracer
 
 log = logging.getLogger(__name__)
+# The prompt whose reply likelihood measures relevance on a client that can score replies.
+LIKELIHOOD_PROMPT = "question"
 # Seconds spent inside LLM calls by the current chain run (shared with the tasks it starts).
 _LLM_SECONDS: ContextVar[list[float] | None] = ContextVar("llm_seconds", default=None)
 
@@ -33,6 +37,14 @@ class Generated:
     seconds: float
 
 
+def _clocked(seconds: float) -> float:
+    """Count an LLM call's seconds in the current run's clock; returns them."""
+    clock = _LLM_SECONDS.get()
+    if clock is not None:
+        clock.append(seconds)
+    return seconds
+
+
 class LLMStep:
     """Base of the steps that ask the LLM: a prompt name, a client, the prompts, the tracer."""
 
@@ -43,23 +55,51 @@ class LLMStep:
         self.prompts = prompts
         self.tracer = tracer
 
-    async def generate(self, on_delta: OnDelta | None = None, **variables: Any) -> Generated:
-        """Run the step's prompt; raises app.errors.LLMError when the LLM fails."""
-        prompt = self.prompts.get(self.prompt_name).render(**variables)
+    @property
+    def can_score(self) -> bool:
+        """The client can score given replies (the embedded llama.cpp model)."""
+        return isinstance(self.llm, LikelihoodScorer)
+
+    def _generation(self, prompt: RenderedPrompt, **params: Any) -> Any:
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        params = {
-            "temperature": prompt.params.temperature,
-            "max_tokens": prompt.params.max_tokens,
-            "regex": prompt.regex,
-        }
-        with self.tracer.generation(
+        return self.tracer.generation(
             prompt.name,
             input=messages,
             model=self.llm.model,
             params=params,
             prompt=prompt.langfuse_prompt,
             prompt_version=prompt.version,
-        ) as generation:
+        )
+
+    async def reply_likelihoods(
+        self, prompt_name: str, reply: str, contexts: Sequence[Mapping[str, Any]]
+    ) -> list[float]:
+        """The reply's mean log-probability per token after a prompt rendered with each set
+        of variables (only when can_score); raises app.errors.LLMError when the LLM fails."""
+        if not isinstance(self.llm, LikelihoodScorer):
+            raise TypeError(f"{self.llm.model} cannot score replies")
+        template = self.prompts.get(prompt_name)
+        prompts = [template.render(**variables) for variables in contexts]
+        with self._generation(prompts[0], reply=reply, prompts=len(prompts)) as generation:
+            started = time.perf_counter()
+            try:
+                scores = await self.llm.reply_log_probs([p.messages for p in prompts], reply)
+            except Exception as exc:
+                generation.fail(exc)
+                raise
+            _clocked(time.perf_counter() - started)
+            generation.update(output=[round(s, 3) for s in scores])
+        return scores
+
+    async def generate(self, on_delta: OnDelta | None = None, **variables: Any) -> Generated:
+        """Run the step's prompt; raises app.errors.LLMError when the LLM fails."""
+        prompt = self.prompts.get(self.prompt_name).render(**variables)
+        params = {
+            "temperature": prompt.params.temperature,
+            "max_tokens": prompt.params.max_tokens,
+            "regex": prompt.regex,
+        }
+        with self._generation(prompt, **params) as generation:
             started = time.perf_counter()
             try:
                 completion = await self.llm.complete(
@@ -68,10 +108,7 @@ class LLMStep:
             except Exception as exc:
                 generation.fail(exc)
                 raise
-            seconds = time.perf_counter() - started
-            clock = _LLM_SECONDS.get()
-            if clock is not None:
-                clock.append(seconds)
+            seconds = _clocked(time.perf_counter() - started)
             generation.record_completion(completion)
             valid = re.fullmatch(prompt.regex, completion.text) is not None
             if not valid:

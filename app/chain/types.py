@@ -45,14 +45,21 @@ class Language:
 
 # Written as escapes: Cyrillic and Latin look-alikes are indistinguishable in source.
 _CYRILLIC_LETTERS = "\u0410-\u044f\u0401\u0451"
-_CYRILLIC = re.compile(f"[{_CYRILLIC_LETTERS}]")
+_LATIN_LETTERS = "A-Za-zÀ-ÖØ-öø-ÿ"
 RUSSIAN = Language("ru", "Russian", _CYRILLIC_LETTERS + "A-Za-z")
-ENGLISH = Language("en", "English", "A-Za-zÀ-ÖØ-öø-ÿ")
+ENGLISH = Language("en", "English", _LATIN_LETTERS)
+# A word is a run of letters of one script ("Outlook-клиент" is one of each).
+_CYRILLIC_WORD = re.compile(f"[{_CYRILLIC_LETTERS}]+")
+_LATIN_WORD = re.compile(f"[{_LATIN_LETTERS}]+")
 
 
 def detect_language(text: str) -> Language:
-    """Russian when the text has Cyrillic letters, otherwise a Latin-script language."""
-    return RUSSIAN if _CYRILLIC.search(text) else ENGLISH
+    """The script most of the words are in: "How do I reset my password in Бухгалтерия?"
+    is English, "Как настроить Outlook на Android?" Russian. A tie goes to Russian: Russian
+    questions name Latin-script products far more often than the reverse."""
+    cyrillic = len(_CYRILLIC_WORD.findall(text))
+    latin = len(_LATIN_WORD.findall(text))
+    return RUSSIAN if cyrillic and cyrillic >= latin else ENGLISH
 
 
 @dataclass(frozen=True, slots=True)

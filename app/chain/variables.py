@@ -5,15 +5,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from app import texts
+from app.chain.quote import literal, quote_regex
 from app.chain.types import Language, Passage, Turn
 
-_META = frozenset("\\.^$*+?()[]{}|")
+__all__ = ["foreign_words", "literal", "option_candidates", "prompt_variables"]
 
-
-def literal(text: str) -> str:
-    """A regex matching text literally; only the metacharacters every engine knows are
-    escaped (vLLM's backends and llguidance differ on escapes of other punctuation)."""
-    return "".join(f"\\{ch}" if ch in _META else ch for ch in text)
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def option_candidates(passages: Sequence[Passage], letters: str, limit: int = 12) -> list[str]:
@@ -29,6 +27,13 @@ def option_candidates(passages: Sequence[Passage], letters: str, limit: int = 12
     return list(found)[:limit]
 
 
+def foreign_words(query: str, letters: str) -> list[str]:
+    """The query's words in letters outside the language's alphabet ("Бухгалтерия" in an
+    English question), which its answer must still be able to name."""
+    outside = re.compile(f"[^{letters}]")
+    return list(dict.fromkeys(w for w in _WORD.findall(query) if outside.search(w)))
+
+
 def prompt_variables(
     *,
     query: str,
@@ -38,9 +43,11 @@ def prompt_variables(
     history: Sequence[Turn] = (),
 ) -> dict[str, Any]:
     """The variables of every prompt: the question, the passages, the language and its
-    letters, and the regex parts that name what was retrieved (citation numbers, the
-    clarifying options)."""
+    letters, the refusal, and the regex parts that name what was retrieved or asked
+    (citation numbers, the clarifying options, the quotable sentences, foreign words)."""
     choices = option_candidates(passages, language.letters)
+    refusal = texts.text("refusal", language.code)
+    words = foreign_words(query, language.letters)
     return {
         "message": message or query,
         "history": history,
@@ -51,4 +58,11 @@ def prompt_variables(
         "citations": "|".join(str(p.n) for p in passages),
         "choices": choices,
         "options": "|".join(literal(c) for c in choices),
+        "refusal": refusal,
+        "refusal_regex": literal(refusal),
+        # Alternatives to append to an alternation: "" or "|Бухгалтерия".
+        "words": "".join(f"|{literal(w)}" for w in words),
+        "quotes": quote_regex(passages) or literal(refusal),
+        # Whether an answer may still refuse (see Answerer._focus for when it may not).
+        "refuse": True,
     }

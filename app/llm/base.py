@@ -3,7 +3,7 @@ constrained by a regex."""
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 # Called with each new piece of text while a completion streams.
@@ -74,4 +74,19 @@ class LLMClient(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, threads and models."""
+        ...
+
+
+@runtime_checkable
+class LikelihoodScorer(Protocol):
+    """A client that can say how likely a given reply is, instead of generating one.
+
+    The embedded llama.cpp client is one. A small base model's own verdict (even constrained
+    to YES|NO, even ranked by likelihood) says little; how well a passage predicts the user's
+    question says much more. Servers are not asked this way (most do not expose it)."""
+
+    async def reply_log_probs(
+        self, prompts: Sequence[Sequence[Message]], reply: str
+    ) -> list[float]:
+        """The reply's mean log-probability per token as the answer to each prompt."""
         ...

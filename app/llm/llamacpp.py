@@ -1,17 +1,15 @@
-"""The embedded LLM: llama.cpp in process (the bundled Gemma 3 270M or any GGUF), one generation
-at a time in a dedicated thread, with regexes enforced token by token through llguidance."""
+"""The embedded LLM: llama.cpp in process (the bundled Gemma 3 270M or any GGUF), one request
+at a time in a dedicated thread, with regexes enforced token by token through llguidance
+(app.llm.llama_decoding); it can also score given replies (app.llm.llama_scoring)."""
 
 import asyncio
-import codecs
-import ctypes
 import os
-import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -22,12 +20,12 @@ import llama_cpp
 import llguidance
 import llguidance.llamacpp
 import llguidance.numpy
-import numpy as np
-import numpy.typing as npt
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.errors import LLMError, LLMResponseError, LLMUnavailableError
 from app.llm.base import Completion, GenerationParams, Message, OnDelta, Usage
+from app.llm.llama_decoding import TextOutput, mask_logits, piece, regex_grammar
+from app.llm.llama_scoring import reply_log_probs
 from app.settings import LLMSettings
 
 # Gemma 3's chat template (google/gemma-3-270m-it), text parts only. The bundled GGUF carries
@@ -42,89 +40,6 @@ _DEFAULT_PARAMS = GenerationParams()
 
 def _raise_exception(message: str) -> NoReturn:
     raise jinja2.TemplateError(message)
-
-
-def _piece(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
-    """The bytes of one token; control tokens (end of turn, ...) have none."""
-    buf = ctypes.create_string_buffer(64)
-    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
-    if n < 0:  # the piece is longer than the buffer: -n is its length
-        buf = ctypes.create_string_buffer(-n)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
-    return buf.raw[:n]
-
-
-def regex_grammar(regex: str) -> str:
-    """The llguidance grammar of a full-match regex; LLMResponseError if either Python's re or
-    llguidance (Rust regex syntax: no lookarounds, no backreferences) rejects it."""
-    try:
-        re.compile(regex)
-    except re.error as exc:
-        raise LLMResponseError(f"invalid regex {regex!r}: {exc}") from exc
-    grammar = llguidance.LLMatcher.grammar_from_regex(regex)
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
-    if is_error:
-        raise LLMResponseError(f"llguidance cannot enforce the regex {regex!r}: {messages[0]}")
-    return grammar
-
-
-def _mask_logits(
-    matcher: llguidance.LLMatcher, tokenizer: llguidance.LLTokenizer
-) -> llama_cpp.LogitsProcessor:
-    bitmask = llguidance.numpy.allocate_token_bitmask(1, tokenizer.vocab_size)
-
-    def process(
-        input_ids: npt.NDArray[np.intc], logits: npt.NDArray[np.single]
-    ) -> npt.NDArray[np.single]:
-        # The matcher already holds every sampled token: the decode loop feeds it each one
-        # before llama.cpp evaluates it and samples the next.
-        llguidance.numpy.fill_next_token_bitmask(matcher, bitmask)
-        llguidance.numpy.apply_token_bitmask_inplace(logits, bitmask)
-        return logits
-
-    return process
-
-
-@dataclass(slots=True)
-class TextOutput:
-    """Sampled bytes to text: whole UTF-8 characters only (a Cyrillic letter may span two
-    tokens), cut before the first stop string, which is never streamed even in part."""
-
-    stops: tuple[str, ...]
-    sink: Callable[[str], None]
-    text: str = ""
-    _pending: str = ""
-    _decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
-    )
-
-    def feed(self, data: bytes) -> bool:
-        """Add a token's bytes; True when a stop string ended the output."""
-        self._pending += self._decoder.decode(data)
-        hits = [i for stop in self.stops if (i := self._pending.find(stop)) >= 0]
-        if hits:
-            self._emit(self._pending[: min(hits)])
-            self._pending = ""
-            return True
-        # A tail that may still grow into a stop string waits for the next token.
-        held = max(
-            (k for s in self.stops for k in range(1, len(s)) if self._pending.endswith(s[:k])),
-            default=0,
-        )
-        cut = len(self._pending) - held
-        self._emit(self._pending[:cut])
-        self._pending = self._pending[cut:]
-        return False
-
-    def finish(self) -> None:
-        """Flush the held tail; bytes of an unfinished character are dropped."""
-        self._emit(self._pending)
-        self._pending = ""
-
-    def _emit(self, piece: str) -> None:
-        if piece:
-            self.text += piece
-            self.sink(piece)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +86,7 @@ class _Model:
         matcher = None if grammar is None else llguidance.LLMatcher(self.tokenizer, grammar)
         if matcher is not None and matcher.is_error():
             raise LLMResponseError(f"llguidance rejects the regex: {matcher.get_error()}")
-        masks = None if matcher is None else [_mask_logits(matcher, self.tokenizer)]
+        masks = None if matcher is None else [mask_logits(matcher, self.tokenizer)]
         # A fresh context every time: reusing a cached prefix changes the logits slightly
         # (batch vs single-token evaluation), and greedy output should depend on the prompt only.
         self.llm.reset()  # type: ignore[no-untyped-call]
@@ -190,7 +105,7 @@ class _Model:
             count += 1
             if matcher is not None and not matcher.consume_token(token):
                 raise LLMResponseError(f"the regex constraint failed: {matcher.get_error()}")
-            if output.feed(_piece(self.vocab, token)):
+            if output.feed(piece(self.vocab, token)):
                 return count, "stop"
             # Stopped: the regex can't grow any further, only end (EOS is all it allows).
             if matcher is not None and matcher.is_stopped():
@@ -318,6 +233,13 @@ class LlamaCppClient:
         seconds = time.perf_counter() - started
         return Completion(text, self._name, usage, seconds, finish)
 
+    async def reply_log_probs(
+        self, prompts: Sequence[Sequence[Message]], reply: str
+    ) -> list[float]:
+        """How likely the reply is as the answer to each prompt: its mean log-probability
+        per token (app.llm.base.LikelihoodScorer)."""
+        return await self._submit(lambda: self._score(prompts, reply))
+
     async def aclose(self) -> None:
         """Free the model once the requests already queued are done, then the thread."""
         if self._closed:
@@ -348,6 +270,26 @@ class LlamaCppClient:
         if self._loaded is not None:
             self._loaded.llm.close()
             self._loaded = None
+
+    def _score(self, prompts: Sequence[Sequence[Message]], reply: str) -> list[float]:
+        try:
+            model = self._loaded_model()
+            tokens = model.llm.tokenize(reply.encode(), add_bos=False, special=False)
+            if not tokens:
+                raise LLMResponseError("an empty reply has no likelihood")
+            encoded = [model.tokens(messages) for messages in prompts]
+            longest = max((len(ids) for ids in encoded), default=0)
+            if longest + len(tokens) > model.llm.n_ctx():
+                raise LLMResponseError(
+                    f"the prompt is {longest} tokens; with a reply of {len(tokens)} it "
+                    f"exceeds the model's context of {model.llm.n_ctx()} tokens"
+                )
+            totals = reply_log_probs(model.llm, encoded, tokens)
+            return [total / len(tokens) for total in totals]
+        except LLMError:
+            raise
+        except Exception as exc:  # llama.cpp's own errors, whatever their type
+            raise LLMError(f"llama.cpp failed: {exc}") from exc
 
     def _generate(
         self,

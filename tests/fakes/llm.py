@@ -28,7 +28,8 @@ def step_of(regex: str | None) -> str:
         return "relevance"
     if regex.startswith("CLEAR|ASK"):
         return "clarify"
-    if r"\[(" in regex:
+    # A generated answer cites \[(1|2)\]; a quoted one ends its sentences with \[1\].
+    if r"\[(" in regex or re.search(r"\\\[\d+\\\]", regex):
         return "answer"
     return "paraphrase"
 
