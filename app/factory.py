@@ -91,11 +91,8 @@ async def _embedded_llm(settings: Settings) -> Callable[[], LLMClient]:
     """The in-process llama.cpp client's factory, after a probe in a child process when a
     step uses it: a model that crashes on this CPU must not take the process down."""
     llm = settings.llm
-    if all(getattr(llm, f"{step}_base_url") or llm.base_url for step in STEPS):
-        return lambda: LlamaCppClient(llm)
-    if not llm.probe:
-        return lambda: LlamaCppClient(llm)
-    problem = await probe_embedded_llm()
+    served = all(getattr(llm, f"{step}_base_url") or llm.base_url for step in STEPS)
+    problem = None if served or not llm.probe else await probe_embedded_llm()
     if problem is None:
         return lambda: LlamaCppClient(llm)
     log.error("%s; answering with sources only (set LLM_BASE_URL to use a server)", problem)

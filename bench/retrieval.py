@@ -10,7 +10,8 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import fresh_bench, print_result
 from ingestion.pipeline import discover
-from kb.schema import Candidate
 from kb.search import HybridSearcher
 from kb.settings import SearchSettings, load_settings
 
 COLLECTION = "bench"
 # Chunks fetched per query: enough to find the first ten distinct documents.
 FETCH = 50
-Ranking = Callable[[Sequence[Candidate]], list[str]]
+# Each signal alone, by the Candidate field that holds it.
+SIGNALS = {"dense": "dense", "bm25": "sparse"}
 
 
 def first_hit(ranked_docs: list[str], relevant: set[str]) -> int | None:
@@ -42,11 +43,6 @@ def scores(ranks: Sequence[int | None]) -> dict[str, float]:
         "recall@10": round(sum(r is not None for r in ranks) / n, 3),
         "mrr@10": round(sum(1 / (r + 1) for r in ranks if r is not None) / n, 3),
     }
-
-
-def by_signal(name: str) -> Callable[[Candidate], float]:
-    """One signal of a candidate: "dense" (the chunk's cosine) or "bm25"."""
-    return {"dense": lambda c: c.dense, "bm25": lambda c: c.sparse}[name]
 
 
 async def run_set(
@@ -75,12 +71,12 @@ async def run_set(
         )
         chunks = await store.fetch(COLLECTION, [c.point_id for c in candidates])
         doc_of = {chunk.point_id: chunk.doc_id for chunk in chunks}
-        for signal in ("dense", "bm25"):
-            ordered = sorted(candidates, key=by_signal(signal), reverse=True)
+        for signal, field in SIGNALS.items():
+            ordered = sorted(candidates, key=attrgetter(field), reverse=True)
             docs = list(dict.fromkeys(doc_of[c.point_id] for c in ordered))
             ranks[signal].append(first_hit(docs, relevant))
     result: dict[str, Any] = {"queries": len(queries), **scores(ranks["hybrid"])}
-    for signal in ("dense", "bm25"):
+    for signal in SIGNALS:
         result[signal] = scores(ranks[signal])
     return result, latencies
 

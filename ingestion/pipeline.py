@@ -126,25 +126,18 @@ class Ingestor:
         self.sparse = sparse
         self.settings = settings
 
-    async def embedder_for(
+    async def ensure_collection(
         self, name: str, language: str | None = None
-    ) -> tuple[CollectionSpec | None, DenseEmbedder]:
-        """The collection's spec if it exists, and the dense model that (will) embed it: the
-        one it was built with, or for a new one the model configured for its language."""
+    ) -> tuple[CollectionSpec, DenseEmbedder]:
+        """Create the collection if needed (an existing one keeps its language unless told);
+        its spec and its dense model: the one it was built with, or for a new collection the
+        model configured for its language."""
         existing = await self.store.get_collection(name)
         if existing is not None:
             model = existing.embedding_model
             dense = await asyncio.to_thread(self.dense.for_model, model, name)
         else:
             dense = await asyncio.to_thread(self.dense.for_language, language or "en")
-        return existing, dense
-
-    async def ensure_collection(
-        self, name: str, language: str | None = None
-    ) -> tuple[CollectionSpec, DenseEmbedder]:
-        """Create the collection if needed (an existing one keeps its language unless told);
-        its spec and its dense model."""
-        existing, dense = await self.embedder_for(name, language)
         wanted = CollectionSpec(
             name=name,
             dense_size=dense.dimension,

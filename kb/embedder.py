@@ -214,7 +214,7 @@ def dense_spread(vectors: Sequence[Sequence[float]], doc_ids: Sequence[str]) -> 
     return round(float(cosines[upper].std()), 4)
 
 
-def tokens_per_word(embedder: "DenseEmbedder", texts: Sequence[str]) -> float | None:
+def tokens_per_word(embedder: DenseEmbedder, texts: Sequence[str]) -> float | None:
     """How many tokens the model cuts a word of these texts into (a sample of them)."""
     sample = texts[:: max(1, len(texts) // 64)]
     words = sum(len(_WORD.findall(text)) for text in sample)

@@ -107,8 +107,8 @@ class HybridSearcher:
         models = {spec.embedding_model: spec.name for spec in specs}
         vectors = {}
         for model, name in models.items():
-            embedder = await asyncio.to_thread(self.dense.for_model, model, name)
-            vectors[model] = await asyncio.to_thread(embedder.embed_query, query)
+            # One hop off the loop: the model (loaded once, or refused) and the vector.
+            vectors[model] = await asyncio.to_thread(self._embed_query, model, name, query)
         per_collection = await asyncio.gather(
             *(
                 self._search_one(spec, query, vectors[spec.embedding_model], limit, doc_ids)
@@ -118,6 +118,9 @@ class HybridSearcher:
         hits = [hit for found in per_collection for hit in found]
         hits.sort(key=lambda hit: -hit.score)
         return hits[:limit]
+
+    def _embed_query(self, model: str, collection: str, query: str) -> list[float]:
+        return self.dense.for_model(model, collection).embed_query(query)
 
     async def _search_one(
         self,
