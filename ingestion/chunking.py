@@ -11,6 +11,9 @@ TokenCounter = Callable[[str], int]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+(?=\S)")
 _PARAGRAPH = re.compile(r"\n\s*\n")
+# A token is rarely shorter than two characters of prose (four in English, three in Russian):
+# windows of this many characters per budget token usually fit without a word-level split.
+_WINDOW_CHARS_PER_TOKEN = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +62,42 @@ def _split_long(text: str, budget: int, count: TokenCounter) -> Iterator[tuple[s
         yield " ".join(buffer), used
 
 
+def _windows(text: str, size: int) -> Iterator[str]:
+    """A very long run of text in pieces of about size characters, cut at a sentence end, else
+    at a space, else anywhere: each is then counted once (tokenizing a whole book-length line,
+    or counting it word by word, costs minutes and gigabytes)."""
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        window = text[start:end]
+        cut = max(window.rfind(". "), window.rfind("\n"))
+        if cut < size // 2:
+            cut = window.rfind(" ")
+        cut = cut + 1 if cut >= size // 2 else size
+        yield text[start : start + cut]
+        start += cut
+    yield text[start:]
+
+
 def _units(doc: ParsedDocument, budget: int, count: TokenCounter) -> Iterator[_Unit]:
+    # Runs longer than this are cut into windows of _WINDOW_CHARS_PER_TOKEN * budget first.
+    window = _WINDOW_CHARS_PER_TOKEN * budget
     for section in doc.sections:
         for raw in _PARAGRAPH.split(section.text):
-            paragraph = raw.strip()
-            if not paragraph:
+            stripped = raw.strip()
+            if not stripped:
                 continue
-            tokens = count(paragraph)
-            if tokens <= budget:
-                yield _Unit(section.heading_path, section.page, paragraph, tokens)
-            else:
-                for piece, piece_tokens in _split_long(paragraph, budget, count):
-                    yield _Unit(section.heading_path, section.page, piece, piece_tokens)
+            runs = _windows(stripped, window) if len(stripped) > 8 * window else [stripped]
+            for run in runs:
+                paragraph = run.strip()
+                if not paragraph:
+                    continue
+                tokens = count(paragraph)
+                if tokens <= budget:
+                    yield _Unit(section.heading_path, section.page, paragraph, tokens)
+                else:
+                    for piece, piece_tokens in _split_long(paragraph, budget, count):
+                        yield _Unit(section.heading_path, section.page, piece, piece_tokens)
 
 
 def _tail(text: str, budget: int, count: TokenCounter) -> str:

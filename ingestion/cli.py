@@ -10,14 +10,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ingestion.pipeline import FileReport, Ingestor, discover
+from ingestion.pipeline import FileReport, Ingestor, finish_interrupted, printable, scan
 from ingestion.settings import IngestionSettings
+from kb.edge import EdgeStore
 from kb.embedder import BM25_LANGUAGES, DenseEmbedders, SparseEmbedder
 from kb.errors import KBError
 from kb.factory import open_store
 from kb.search import HybridSearcher
 from kb.settings import EmbeddingSettings, QdrantSettings, SearchSettings, load_settings
-from kb.store import VectorStore, validate_collection_name
+from kb.store import VectorStore, is_system_collection, validate_knowledge_base_name
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -48,13 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", help="remove a document from a collection")
     delete.add_argument("doc_id", metavar="DOC_ID")
     delete.add_argument("--collection", required=True, type=collection_arg)
+    repair = commands.add_parser(
+        "repair",
+        help="finish writes a crash interrupted (automatic with the embedded store; with a "
+        "Qdrant server run it when no ingestion is running)",
+    )
+    repair.add_argument("--collection", type=collection_arg)
     return parser
 
 
 def collection_arg(value: str) -> str:
     """argparse type: a valid collection name, or a usage error saying why not."""
     try:
-        return validate_collection_name(value)
+        return validate_knowledge_base_name(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -65,15 +72,17 @@ def _chunks(n: int) -> str:
 
 def _print_file(report: FileReport) -> None:
     detail = _chunks(report.chunks) if report.status != "failed" else report.reason
-    tqdm.write(f"{report.status:<9} {report.doc_id}: {detail}", file=sys.stdout)
+    tqdm.write(f"{report.status:<9} {printable(report.doc_id)}: {detail}", file=sys.stdout)
 
 
 async def _add(args: argparse.Namespace, store: VectorStore) -> int:
     settings = load_settings(IngestionSettings)
-    files = discover(args.paths)
+    files, problems = scan(args.paths)
+    for problem in problems:
+        _print_file(problem)
     if not files:
         print("no files found under the given paths", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_SOME_FAILED if problems else EXIT_USAGE
     dense = DenseEmbedders(load_settings(EmbeddingSettings))
     ingestor = Ingestor(store, dense, SparseEmbedder(), settings)
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=None) as bar:
@@ -85,6 +94,7 @@ async def _add(args: argparse.Namespace, store: VectorStore) -> int:
         report = await ingestor.ingest(
             files, args.collection, args.language, force=args.force, on_file=on_file
         )
+    report.files.extend(problems)
     summary = report.summary()
     print(
         "added {added}, replaced {replaced}, unchanged {unchanged}, failed {failed}; "
@@ -97,12 +107,13 @@ async def _add(args: argparse.Namespace, store: VectorStore) -> int:
 
 async def _list(args: argparse.Namespace, store: VectorStore) -> int:
     if args.collection is None:
-        names = await store.list_collections()
+        # The assistant's own records (sys-*) are not knowledge bases.
+        names = [n for n in await store.list_collections() if not is_system_collection(n)]
         rows = []
         for name in names:
             spec = await store.get_collection(name)
             docs = await store.list_documents(name)
-            rows.append({"collection": name, "documents": len(docs),
+            rows.append({"collection": name, "documents": len({d.doc_id for d in docs}),
                          "language": spec.language if spec else "?"})  # fmt: skip
         if args.json:
             print(json.dumps(rows))
@@ -122,11 +133,22 @@ async def _list(args: argparse.Namespace, store: VectorStore) -> int:
             for d in docs
         ]))  # fmt: skip
         return EXIT_OK
+    versions: dict[str, int] = {}
+    for d in docs:
+        versions[d.doc_id] = versions.get(d.doc_id, 0) + 1
     for d in docs:
         flag = "" if d.complete else f" (incomplete: {d.stored_chunks}/{d.chunk_count})"
+        if versions[d.doc_id] > 1:
+            flag += " (one of several versions: a write was interrupted or is running)"
         when = f"{d.ingested_at:%Y-%m-%d %H:%M}"
-        print(f"{d.doc_id}\t{d.title}\t{_chunks(d.stored_chunks)}\t{when}{flag}")
-    print(f"{len(docs)} documents in {args.collection}")
+        print(f"{printable(d.doc_id)}\t{d.title}\t{_chunks(d.stored_chunks)}\t{when}{flag}")
+    print(f"{len(versions)} documents in {args.collection}")
+    if any(n > 1 for n in versions.values()):
+        print(
+            "some documents are stored in several versions: when no ingestion is running, "
+            "`python -m ingestion repair` keeps the newest complete one",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -165,10 +187,35 @@ async def _delete(args: argparse.Namespace, store: VectorStore) -> int:
     return EXIT_OK
 
 
+async def _repair(args: argparse.Namespace, store: VectorStore) -> int:
+    names = [args.collection] if args.collection else await store.list_collections()
+    for name in names:
+        if await store.get_collection(name) is None:
+            print(f"collection {name!r} does not exist", file=sys.stderr)
+            return EXIT_USAGE
+        for repair in await finish_interrupted(store, name):
+            print(
+                f"repaired {name}/{printable(repair.doc_id)}: kept the version of "
+                f"{repair.kept.ingested_at:%Y-%m-%d %H:%M:%S}, removed {_chunks(repair.removed)}"
+            )
+    return EXIT_OK
+
+
 async def _run(args: argparse.Namespace) -> int:
     store = open_store(load_settings(QdrantSettings))
     try:
-        commands = {"add": _add, "list": _list, "search": _search, "delete": _delete}
+        if isinstance(store, EdgeStore) and args.command != "repair":
+            # The embedded store is locked to this process: no write can be running elsewhere,
+            # so whatever a crash interrupted is finished before anything else.
+            for name in await store.list_collections():
+                await finish_interrupted(store, name)
+        commands = {
+            "add": _add,
+            "list": _list,
+            "search": _search,
+            "delete": _delete,
+            "repair": _repair,
+        }
         return await commands[args.command](args, store)
     finally:
         await store.close()

@@ -1,8 +1,10 @@
 """Documents into the knowledge base: read, chunk, embed in large batches, write idempotently."""
 
 import asyncio
+import errno
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,7 @@ from kb.embedder import (
     document_vector,
     tokens_per_word,
 )
-from kb.schema import Chunk, ChunkVectors, CollectionSpec
+from kb.schema import Chunk, ChunkVectors, CollectionSpec, DocumentInfo
 from kb.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class SourceFile:
     source: str
     path: Path | None = None
     data: bytes | None = None
+    # Where the original can be fetched again by id (a Telegram file_id), kept with the chunks.
+    file_id: str | None = None
 
     def size(self) -> int:
         """Size in bytes, without reading the file."""
@@ -101,9 +105,6 @@ class _Prepared:
     doc_id: str
     status: Status
     chunks: list[Chunk]
-    # Points of this same version beyond the new chunk count exist (chunked differently before,
-    # e.g. other chunk settings with --force): same ids cannot replace them, so purge first.
-    purge: bool = False
 
 
 def content_hash(data: bytes) -> str:
@@ -125,6 +126,9 @@ class Ingestor:
         self.dense = dense
         self.sparse = sparse
         self.settings = settings
+        # Documents read and chunked at once (each holds its bytes and text in memory).
+        self._reading = asyncio.Semaphore(settings.max_concurrent_documents)
+        self._calibrating = asyncio.Lock()
 
     async def ensure_collection(
         self, name: str, language: str | None = None
@@ -169,7 +173,11 @@ class Ingestor:
         async def write_pending() -> None:
             nonlocal spec
             if pending and spec.bm25_avg_len is None:
-                spec = await self._calibrate(spec, pending)
+                # Several batches at once (uploads) calibrate a new collection once.
+                async with self._calibrating:
+                    spec = await self.store.get_collection(spec.name) or spec
+                    if spec.bm25_avg_len is None:
+                        spec = await self._calibrate(spec, pending)
             reports, spec = await self._write_group(pending, spec, dense)
             for file_report in reports:
                 done(file_report)
@@ -191,29 +199,27 @@ class Ingestor:
         self, source: SourceFile, spec: CollectionSpec, dense: DenseEmbedder, force: bool
     ) -> _Prepared | FileReport:
         limits = self.settings.reader_limits()
-        try:
-            size = source.size()
-            if size > limits.max_file_bytes:
-                raise too_large(size, limits)
-            data = await asyncio.to_thread(source.read)
-        except OSError as exc:
-            return FileReport(source.doc_id, "failed", reason=f"cannot read file: {exc.strerror}")
-        except UnreadableDocumentError as exc:
-            return FileReport(source.doc_id, "failed", reason=str(exc))
-        digest = content_hash(data)
-        versions = await self.store.document_versions(spec.name, source.doc_id)
-        current = [v for v in versions if v.content_hash == digest and v.complete]
-        if not force and current and len(versions) == 1:
-            return FileReport(source.doc_id, "unchanged", chunks=current[0].chunk_count)
-        try:
-            chunks = await asyncio.to_thread(self.chunk, source, data, spec.name, dense, digest)
-        except UnreadableDocumentError as exc:
-            return FileReport(source.doc_id, "failed", reason=str(exc))
-        stale = any(
-            v.content_hash == digest and max(v.chunk_count, v.stored_chunks) > len(chunks)
-            for v in versions
-        )
-        return _Prepared(source.doc_id, "replaced" if versions else "added", chunks, stale)
+        async with self._reading:
+            try:
+                size = source.size()
+                if size > limits.max_file_bytes:
+                    raise too_large(size, limits)
+                data = await asyncio.to_thread(source.read)
+            except OSError as exc:
+                reason = f"cannot read file: {exc.strerror}"
+                return FileReport(source.doc_id, "failed", reason=reason)
+            except UnreadableDocumentError as exc:
+                return FileReport(source.doc_id, "failed", reason=str(exc))
+            digest = content_hash(data)
+            versions = await self.store.document_versions(spec.name, source.doc_id)
+            current = [v for v in versions if v.content_hash == digest and v.complete]
+            if not force and current and len(versions) == 1:
+                return FileReport(source.doc_id, "unchanged", chunks=current[0].chunk_count)
+            try:
+                chunks = await asyncio.to_thread(self.chunk, source, data, spec.name, dense, digest)
+            except UnreadableDocumentError as exc:
+                return FileReport(source.doc_id, "failed", reason=str(exc))
+        return _Prepared(source.doc_id, "replaced" if versions else "added", chunks)
 
     def chunk_budget(self, title: str, dense: DenseEmbedder) -> int:
         """Tokens of text per chunk: as set, or the model's own chunk size, never more than
@@ -242,6 +248,11 @@ class Ingestor:
             self.chunk_budget(doc.title, dense),
             self.settings.chunk_overlap_tokens,
         )
+        if len(pieces) > self.settings.max_chunks:
+            raise UnreadableDocumentError(
+                f"document makes {len(pieces):,} chunks, over the {self.settings.max_chunks:,} "
+                "limit (INGEST_MAX_CHUNKS): split it, or raise the limit"
+            )
         now = datetime.now(UTC)
         return [
             Chunk(
@@ -256,6 +267,7 @@ class Ingestor:
                 ingested_at=now,
                 source=doc.url or source.source,
                 page=piece.page,
+                file_id=source.file_id,
             )
             for index, piece in enumerate(pieces)
         ]
@@ -300,14 +312,12 @@ class Ingestor:
     async def _write(
         self, prepared: _Prepared, points: Sequence[ChunkVectors], collection: str
     ) -> FileReport:
-        # New version first, old versions after: the document is never missing from search.
+        # The new version first, then every other point of the document: it is never missing
+        # from search, whatever moment a crash comes at (finish_interrupted cleans up after).
         try:
-            if prepared.purge:
-                await self.store.delete_document(collection, prepared.doc_id)
             await self.store.upsert(collection, points)
-            await self.store.delete_document(
-                collection, prepared.doc_id, keep_hash=points[0].chunk.content_hash
-            )
+            keep = {p.chunk.point_id for p in points}
+            await self.store.delete_document(collection, prepared.doc_id, keep=keep)
         except Exception as exc:  # the batch goes on; the reason reaches the report
             log.exception("writing %s to %s failed", prepared.doc_id, collection)
             return FileReport(prepared.doc_id, "failed", reason=f"store error: {exc}")
@@ -318,17 +328,119 @@ class Ingestor:
         return await self.store.delete_document(collection, doc_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """An interrupted write finished: the version kept, and how many other points went."""
+
+    collection: str
+    doc_id: str
+    kept: DocumentInfo
+    removed: int
+
+
+async def finish_interrupted(store: VectorStore, collection: str) -> list[Repair]:
+    """Finish what a crash interrupted: a document stored in several versions keeps its newest
+    complete one (a new version written whole wins; one cut short is rolled back to the old).
+    Run only where no other process may be writing (the embedded store holds a lock), or on
+    request: a write in progress elsewhere looks the same. A document with no complete version
+    is left as it is: it is listed as incomplete, and adding it again repairs it."""
+    by_doc: dict[str, list[DocumentInfo]] = {}
+    for info in await store.list_documents(collection):
+        by_doc.setdefault(info.doc_id, []).append(info)
+    repairs: list[Repair] = []
+    for doc_id, versions in by_doc.items():
+        complete = [v for v in versions if v.complete]
+        if len(versions) < 2 or not complete:
+            continue
+        kept = max(complete, key=lambda v: v.ingested_at)
+        removed = await store.delete_document(
+            collection, doc_id, keep=set(kept.point_ids(collection))
+        )
+        log.warning(
+            "%s/%s: finished an interrupted write (kept the version of %s, removed %d chunks)",
+            collection,
+            printable(doc_id),
+            f"{kept.ingested_at:%Y-%m-%d %H:%M:%S}",
+            removed,
+        )
+        repairs.append(Repair(collection, doc_id, kept, removed))
+    return repairs
+
+
+def printable(name: str) -> str:
+    """A name safe on one report line: control characters (a newline in a file name) shown
+    as escapes."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in name
+    )
+
+
 def discover(paths: Sequence[Path]) -> list[SourceFile]:
     """Files to ingest: a file stands for itself (its id is its name); a folder contributes
-    every file under it except hidden ones (their ids are paths relative to the folder)."""
+    every file under it except hidden ones (their ids are paths relative to the folder).
+    What cannot be read is logged; scan() returns it for a report."""
+    found, problems = scan(paths)
+    for problem in problems:
+        log.warning("skipped %s: %s", printable(problem.doc_id), problem.reason)
+    return found
+
+
+def scan(paths: Sequence[Path]) -> tuple[list[SourceFile], list[FileReport]]:
+    """The files to ingest under paths, and every path that could not be taken, by name (a
+    folder that cannot be read, a broken or looping symbolic link, a missing path)."""
     found: list[SourceFile] = []
+    problems: list[FileReport] = []
     for path in paths:
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                relative = file.relative_to(path)
-                if any(part.startswith(".") for part in relative.parts):
-                    continue
-                found.append(SourceFile(relative.as_posix(), str(file.resolve()), path=file))
-        else:
+            _scan_folder(path, found, problems)
+        elif path.is_file():
             found.append(SourceFile(path.name, str(path.resolve()), path=path))
-    return found
+        else:
+            problems.append(FileReport(str(path), "failed", reason=_missing(path)))
+    return found, problems
+
+
+def _scan_folder(root: Path, found: list[SourceFile], problems: list[FileReport]) -> None:
+    def failed(path: Path, reason: str) -> None:
+        problems.append(FileReport(path.relative_to(root).as_posix(), "failed", reason=reason))
+
+    def unreadable(exc: OSError) -> None:
+        folder = Path(exc.filename) if exc.filename else root
+        failed(folder, f"cannot read folder: {exc.strerror}")
+
+    # Symbolic links to folders are followed, each real folder once (a link back up is a loop).
+    seen: set[str] = set()
+    files: list[Path] = []
+    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
+        here = Path(folder)
+        real = os.path.realpath(folder)
+        if real in seen:
+            failed(here, "symbolic link loop: the folder is already included")
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in names:
+            if name.startswith("."):
+                continue
+            file = here / name
+            if file.is_file():
+                files.append(file)
+            else:
+                failed(file, _missing(file))
+    for file in sorted(files):
+        found.append(SourceFile(file.relative_to(root).as_posix(), str(file.resolve()), path=file))
+
+
+def _missing(path: Path) -> str:
+    """Why a path that is not a regular file cannot be ingested."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return f"broken symbolic link (to {printable(os.readlink(path))})"
+        return f"not found: {exc.strerror}"
+    return "not a regular file"

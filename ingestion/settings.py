@@ -15,6 +15,12 @@ class IngestionSettings(BaseSettings):
 
     max_file_mb: float = Field(default=50.0, gt=0)
     max_unzipped_mb: float = Field(default=200.0, gt=0)
+    # Per document: pages of a PDF, characters of text, and chunks (what embedding costs).
+    max_pages: int = Field(default=3000, ge=1)
+    max_chars: int = Field(default=10_000_000, ge=1)
+    max_chunks: int = Field(default=10_000, ge=1)
+    # Documents read and chunked at once by one process (the bot's uploads share these).
+    max_concurrent_documents: int = Field(default=1, ge=1)
     # Tokens of text per chunk; unset means the embedding model's window less the title line.
     chunk_tokens: int | None = Field(default=None, ge=32)
     chunk_overlap_tokens: int = Field(default=32, ge=0)
@@ -26,4 +32,6 @@ class IngestionSettings(BaseSettings):
         return ReaderLimits(
             max_file_bytes=int(self.max_file_mb * 1024 * 1024),
             max_unzipped_bytes=int(self.max_unzipped_mb * 1024 * 1024),
+            max_pages=self.max_pages,
+            max_chars=self.max_chars,
         )

@@ -3,9 +3,12 @@
 import asyncio
 import fcntl
 import json
+import logging
+import os
+import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +30,10 @@ from kb.store import (
     validate_collection_name,
 )
 
+log = logging.getLogger(__name__)
 _SPEC_FILE = "collection.json"
+# Prefix of a collection folder being created (not a valid collection name: never listed).
+_BUILDING = ".creating-"
 _SCROLL_PAGE = 1000
 # One search thread: a knowledge base's shard is searched in about a millisecond, and the
 # process's cores are better left to the embedding model (measured: no latency difference).
@@ -68,6 +74,7 @@ class EdgeStore:
         self._specs: dict[str, CollectionSpec] = {}
         # Edge shards are thread-safe for reads; writes and shard opening are serialised.
         self._write_lock = threading.Lock()
+        self._clean_unfinished()
 
     @staticmethod
     def _acquire_lock(path: Path) -> IO[str]:
@@ -119,16 +126,31 @@ class EdgeStore:
                 check_compatible(existing, spec)
                 return existing
             folder = self._root / spec.name
-            shard = qe.EdgeShard.create(str(folder / "shard"), _shard_config(spec))
+            if folder.exists():
+                # A creation interrupted before this change (no spec, so never written to).
+                log.warning("removing the unfinished collection folder %s", folder)
+                shutil.rmtree(folder)
+            # Built aside and renamed into place: a crash at any moment leaves either no
+            # collection or a complete one, never a folder that blocks the next attempt.
+            building = self._root / f"{_BUILDING}{spec.name}-{uuid.uuid4().hex[:8]}"
+            shard = qe.EdgeShard.create(str(building / "shard"), _shard_config(spec))
             for key in INDEXED_KEYWORDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
                 )
             shard.flush()
-            # The spec is written last: a folder without it is an unfinished creation.
-            self._write_spec(spec)
-            self._shards[spec.name] = shard
+            shard.close()
+            self._write_spec(spec, building)
+            os.rename(building, folder)
+            self._shards[spec.name] = qe.EdgeShard.load(str(folder / "shard"), _shard_config(spec))
             return spec
+
+    def _clean_unfinished(self) -> None:
+        """Remove what interrupted creations left (the folder lock is held: nobody else is
+        creating a collection here)."""
+        for leftover in self._root.glob(f"{_BUILDING}*"):
+            log.warning("removing the unfinished collection folder %s", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
 
     async def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
         """Create the collection's shard if missing; return the stored spec."""
@@ -138,9 +160,9 @@ class EdgeStore:
         """The collection's spec, or None."""
         return await asyncio.to_thread(self._read_spec, name)
 
-    def _write_spec(self, spec: CollectionSpec) -> None:
-        folder = self._root / spec.name
-        tmp = folder / f"{_SPEC_FILE}.tmp"
+    def _write_spec(self, spec: CollectionSpec, folder: Path | None = None) -> None:
+        folder = folder or self._root / spec.name
+        tmp = folder / f"{_SPEC_FILE}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps(spec_to_dict(spec)), encoding="utf-8")
         tmp.replace(folder / _SPEC_FILE)
         self._specs[spec.name] = spec
@@ -153,7 +175,11 @@ class EdgeStore:
 
     async def list_collections(self) -> list[str]:
         """Collections are the sub-folders that carry a spec file."""
-        return sorted(p.parent.name for p in self._root.glob(f"*/{_SPEC_FILE}"))
+        return sorted(
+            p.parent.name
+            for p in self._root.glob(f"*/{_SPEC_FILE}")
+            if not p.parent.name.startswith(".")
+        )
 
     def _upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
         shard = self._open(collection)
@@ -177,14 +203,12 @@ class EdgeStore:
         if points:
             await asyncio.to_thread(self._upsert, collection, points)
 
-    def _delete(self, collection: str, doc_id: str, keep_hash: str | None) -> int:
+    def _delete(self, collection: str, doc_id: str, keep: Collection[str] | None) -> int:
         shard = self._open(collection)
         must: list[Any] = [qe.FieldCondition(key="doc_id", match=qe.MatchValue(value=doc_id))]
         must_not: list[Any] = []
-        if keep_hash is not None:
-            must_not.append(
-                qe.FieldCondition(key="content_hash", match=qe.MatchValue(value=keep_hash))
-            )
+        if keep:
+            must_not.append(qe.HasIdCondition(point_ids=set[int | uuid.UUID | str](keep)))
         flt = qe.Filter(must=must, must_not=must_not or None)
         with self._write_lock:
             count = shard.count(qe.CountRequest(filter=flt, exact=True))
@@ -193,10 +217,10 @@ class EdgeStore:
         return count
 
     async def delete_document(
-        self, collection: str, doc_id: str, keep_hash: str | None = None
+        self, collection: str, doc_id: str, keep: Collection[str] | None = None
     ) -> int:
-        """Delete a document's points (but version keep_hash)."""
-        return await asyncio.to_thread(self._delete, collection, doc_id, keep_hash)
+        """Delete a document's points, except those whose ids are in keep."""
+        return await asyncio.to_thread(self._delete, collection, doc_id, keep)
 
     def _scroll_payloads(self, collection: str, flt: qe.Filter | None) -> list[dict[str, Any]]:
         shard = self._open(collection)

@@ -10,6 +10,12 @@ from typing import Any
 _POINT_NAMESPACE = uuid.UUID("6f1c2d5e-8a47-4b0e-9d3a-2f6b7c8e9a10")
 
 
+def point_id(collection: str, doc_id: str, content_hash: str, chunk_index: int) -> str:
+    """The point id of one chunk of one document version."""
+    key = f"{collection}\x1f{doc_id}\x1f{content_hash}\x1f{chunk_index}"
+    return str(uuid.uuid5(_POINT_NAMESPACE, key))
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One piece of a document, as stored in a collection and cited in answers."""
@@ -25,14 +31,15 @@ class Chunk:
     ingested_at: datetime
     source: str
     page: int | None = None
+    # The original file's id where it was uploaded (a Telegram file_id), to send it back.
+    file_id: str | None = None
     # Room for access metadata (readers, owners) without a schema change.
     access: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def point_id(self) -> str:
         """Deterministic id: the same document version always maps to the same points."""
-        key = f"{self.collection}\x1f{self.doc_id}\x1f{self.content_hash}\x1f{self.chunk_index}"
-        return str(uuid.uuid5(_POINT_NAMESPACE, key))
+        return point_id(self.collection, self.doc_id, self.content_hash, self.chunk_index)
 
     def context_line(self) -> str:
         """Title and heading path, the context a chunk is embedded and cited with."""
@@ -58,6 +65,7 @@ class Chunk:
             "ingested_at": self.ingested_at.isoformat(),
             "source": self.source,
             "page": self.page,
+            "file_id": self.file_id,
             "access": dict(self.access),
         }
 
@@ -76,6 +84,7 @@ class Chunk:
             ingested_at=datetime.fromisoformat(payload["ingested_at"]),
             source=payload["source"],
             page=payload.get("page"),
+            file_id=payload.get("file_id"),
             access=payload.get("access") or {},
         )
 
@@ -134,6 +143,12 @@ class DocumentInfo:
     def complete(self) -> bool:
         """True when every chunk of one version is stored (no interrupted write)."""
         return self.stored_chunks == self.chunk_count
+
+    def point_ids(self, collection: str) -> list[str]:
+        """The ids of every chunk of this version (stored or not)."""
+        return [
+            point_id(collection, self.doc_id, self.content_hash, i) for i in range(self.chunk_count)
+        ]
 
 
 @dataclass(frozen=True, slots=True)

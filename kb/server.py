@@ -1,7 +1,7 @@
 """Server adapter: a Qdrant server (or qdrant-client's local mode) through AsyncQdrantClient."""
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -211,14 +211,12 @@ class ServerStore:
                 await self._client.upsert(collection, points=batch, wait=True)
 
     async def delete_document(
-        self, collection: str, doc_id: str, keep_hash: str | None = None
+        self, collection: str, doc_id: str, keep: Collection[str] | None = None
     ) -> int:
-        """Delete a document's points (but those of version keep_hash); return how many."""
+        """Delete a document's points, except those whose ids are in keep; return how many."""
         must_not: list[models.Condition] = []
-        if keep_hash is not None:
-            must_not.append(
-                models.FieldCondition(key="content_hash", match=models.MatchValue(value=keep_hash))
-            )
+        if keep:
+            must_not.append(models.HasIdCondition(has_id=list(keep)))
         flt = models.Filter(
             must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))],
             must_not=must_not or None,

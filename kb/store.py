@@ -1,7 +1,7 @@
 """The vector store port: what ingestion and search need from Qdrant, embedded or server."""
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,9 +43,10 @@ class VectorStore(Protocol):
         ...
 
     async def delete_document(
-        self, collection: str, doc_id: str, keep_hash: str | None = None
+        self, collection: str, doc_id: str, keep: Collection[str] | None = None
     ) -> int:
-        """Delete a document's points, except those of version keep_hash; return how many."""
+        """Delete a document's points, except the points whose ids are in keep (the version
+        just written); return how many."""
         ...
 
     async def document_versions(self, collection: str, doc_id: str) -> list[DocumentInfo]:
@@ -79,12 +80,18 @@ class VectorStore(Protocol):
 
 def collect_documents(payloads: Sequence[dict[str, object]]) -> list[DocumentInfo]:
     """Group point payloads (DOCUMENT_FIELDS) into one DocumentInfo per document version."""
-    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
+    # A version is a content hash chunked one way: re-chunking the same bytes (--force with
+    # other chunk settings) gives another chunk count, and another version.
+    groups: dict[tuple[str, str, int], list[dict[str, object]]] = {}
     for payload in payloads:
-        key = (str(payload["doc_id"]), str(payload["content_hash"]))
+        key = (
+            str(payload["doc_id"]),
+            str(payload["content_hash"]),
+            int(str(payload["chunk_count"])),
+        )
         groups.setdefault(key, []).append(payload)
     infos = []
-    for (doc_id, content_hash), members in groups.items():
+    for (doc_id, content_hash, _), members in groups.items():
         first = members[0]
         infos.append(
             DocumentInfo(
@@ -98,6 +105,26 @@ def collect_documents(payloads: Sequence[dict[str, object]]) -> list[DocumentInf
             )
         )
     return sorted(infos, key=lambda info: (info.doc_id, info.ingested_at))
+
+
+# Collections the project keeps for itself (the knowledge loop's records) start with this.
+SYSTEM_PREFIX = "sys-"
+
+
+def is_system_collection(name: str) -> bool:
+    """A collection the project keeps for itself, never a knowledge base."""
+    return name.startswith(SYSTEM_PREFIX)
+
+
+def validate_knowledge_base_name(name: str) -> str:
+    """A name a user may give a knowledge base: a valid collection name, not a system one."""
+    validate_collection_name(name)
+    if is_system_collection(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: names starting with {SYSTEM_PREFIX!r} are "
+            "reserved for the assistant's own records"
+        )
+    return name
 
 
 def validate_collection_name(name: str) -> str:

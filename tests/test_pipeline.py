@@ -6,7 +6,7 @@ import hashlib
 import io
 import random
 import zipfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 
 import pytest
@@ -63,8 +63,11 @@ class SpyStore:
         self.inner = inner
         self.fail_upsert = set(fail_upsert)
         self.partial_upsert = partial_upsert or {}
-        # ("upsert", doc_id, content_hash) and ("delete", doc_id, keep_hash), in call order.
+        # ("upsert", doc_id, content_hash) and ("delete", doc_id, None), in call order.
         self.events: list[tuple[str, str, str | None]] = []
+        # The point ids last upserted, and those a delete kept, per document.
+        self.upserted: dict[str, set[str]] = {}
+        self.kept: dict[str, set[str]] = {}
         # What the store held of a document at the moment its old versions were deleted.
         self.versions_at_delete: dict[str, list[DocumentInfo]] = {}
 
@@ -83,6 +86,7 @@ class SpyStore:
     async def upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
         for doc_id in dict.fromkeys(p.chunk.doc_id for p in points):
             self.events.append(("upsert", doc_id, points[0].chunk.content_hash))
+            self.upserted[doc_id] = {p.chunk.point_id for p in points if p.chunk.doc_id == doc_id}
             if doc_id in self.fail_upsert:
                 raise RuntimeError("disk full")
             if doc_id in self.partial_upsert:
@@ -91,11 +95,12 @@ class SpyStore:
         await self.inner.upsert(collection, points)
 
     async def delete_document(
-        self, collection: str, doc_id: str, keep_hash: str | None = None
+        self, collection: str, doc_id: str, keep: Collection[str] | None = None
     ) -> int:
-        self.events.append(("delete", doc_id, keep_hash))
+        self.events.append(("delete", doc_id, None))
+        self.kept[doc_id] = set(keep or ())
         self.versions_at_delete[doc_id] = await self.inner.document_versions(collection, doc_id)
-        return await self.inner.delete_document(collection, doc_id, keep_hash)
+        return await self.inner.delete_document(collection, doc_id, keep)
 
     async def document_versions(self, collection: str, doc_id: str) -> list[DocumentInfo]:
         return await self.inner.document_versions(collection, doc_id)
@@ -255,9 +260,10 @@ async def test_changed_file_is_replaced_without_a_gap(
         "holidays.md": "replaced",
     }
     upsert = store.events.index(("upsert", "holidays.md", new_hash))
-    delete = store.events.index(("delete", "holidays.md", new_hash))
+    delete = store.events.index(("delete", "holidays.md", None))
     assert upsert < delete
-    assert [e for e in store.events if e[0] == "delete"] == [("delete", "holidays.md", new_hash)]
+    assert [e for e in store.events if e[0] == "delete"] == [("delete", "holidays.md", None)]
+    assert store.kept["holidays.md"] == store.upserted["holidays.md"]
     # When the old version was deleted, the new one was already complete in the store.
     at_delete = {v.content_hash: v for v in store.versions_at_delete["holidays.md"]}
     assert set(at_delete) == {old_hash, new_hash}

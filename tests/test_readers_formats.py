@@ -326,7 +326,7 @@ def test_file_over_the_size_limit_is_refused() -> None:
 
 
 def test_parser_crash_becomes_a_short_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(name: str, data: bytes) -> None:
+    def crash(name: str, data: bytes, limits: object = None) -> None:
         raise ValueError("bad xref " + "x" * 500)
 
     monkeypatch.setattr("ingestion.readers.pdf.read_pdf", crash)
@@ -339,7 +339,7 @@ def test_parser_crash_becomes_a_short_reason(monkeypatch: pytest.MonkeyPatch) ->
 def test_fatal_errors_are_not_swallowed(
     monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
 ) -> None:
-    def crash(name: str, data: bytes) -> None:
+    def crash(name: str, data: bytes, limits: object = None) -> None:
         raise error
 
     monkeypatch.setattr("ingestion.readers.pdf.read_pdf", crash)

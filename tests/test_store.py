@@ -370,11 +370,13 @@ async def test_replacement_keeps_new_version(loaded: VectorStore) -> None:
     assert [(v.content_hash, v.complete) for v in versions] == [("a1", True), ("a2", True)]
     assert versions[1].ingested_at == later
 
-    assert await loaded.delete_document(COLLECTION, "alpha", keep_hash="a2") == 3
+    keep = {c.point_id for c in new_alpha}
+    assert set(versions[1].point_ids(COLLECTION)) == keep
+    assert await loaded.delete_document(COLLECTION, "alpha", keep=keep) == 3
     versions = await loaded.document_versions(COLLECTION, "alpha")
     assert [(v.content_hash, v.stored_chunks) for v in versions] == [("a2", 2)]
     # Nothing left to drop: the kept version stays.
-    assert await loaded.delete_document(COLLECTION, "alpha", keep_hash="a2") == 0
+    assert await loaded.delete_document(COLLECTION, "alpha", keep=keep) == 0
     assert [d.doc_id for d in await loaded.list_documents(COLLECTION)] == ["alpha", "beta", "gamma"]
 
 

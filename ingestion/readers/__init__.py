@@ -61,7 +61,18 @@ def read_document(name: str, data: bytes, limits: ReaderLimits | None = None) ->
         raise UnreadableDocumentError(_reason(kind, exc)) from exc
     if document.is_empty():
         raise UnreadableDocumentError(f"no text found in the {kind} file")
+    check_chars(sum(len(s.text) for s in document.sections), limits)
     return document
+
+
+def check_chars(chars: int, limits: ReaderLimits, *, at_least: bool = False) -> None:
+    """Refuse a document with more text than the limit (at_least: counting stopped early)."""
+    if chars > limits.max_chars:
+        amount = f"more than {limits.max_chars:,}" if at_least else f"{chars:,}"
+        raise UnreadableDocumentError(
+            f"document has {amount} characters of text, over the {limits.max_chars:,} limit "
+            "(INGEST_MAX_CHARS): split it, or raise the limit"
+        )
 
 
 def too_large(size: int, limits: ReaderLimits) -> UnreadableDocumentError:
@@ -76,16 +87,20 @@ def _parse(suffix: str, name: str, data: bytes, limits: ReaderLimits) -> ParsedD
     if suffix == ".pdf":
         from ingestion.readers.pdf import read_pdf
 
-        return read_pdf(name, data)
+        return read_pdf(name, data, limits)
     if suffix == ".docx":
         from ingestion.readers.docx import read_docx
 
         return read_docx(name, data, limits)
     if suffix in (".html", ".htm"):
-        from ingestion.readers.html import read_html
+        from ingestion.readers.html import html_text_chars, read_html
 
+        # A streaming pass first: a page with far too much text is refused before the full
+        # parse, which holds several copies of it (measured: 1.6 GB for 49 MB on one line).
+        check_chars(html_text_chars(data, limits.max_chars), limits, at_least=True)
         return read_html(name, data)
     text = decode_text(data)
+    check_chars(len(text), limits)
     # Whitespace in UTF-16/32 is not caught by the byte-level check.
     if not text.strip():
         raise UnreadableDocumentError("empty file")

@@ -34,3 +34,7 @@ class ReaderLimits:
     # A DOCX is a zip: refuse one that would inflate beyond this, or by more than the ratio.
     max_unzipped_bytes: int = 200 * 1024 * 1024
     max_zip_ratio: float = 100.0
+    # Per document: a PDF's pages, and the characters of text any reader returns. Past these a
+    # document is refused with a reason naming the limit (INGEST_MAX_PAGES, INGEST_MAX_CHARS).
+    max_pages: int = 3000
+    max_chars: int = 10_000_000

@@ -5,6 +5,7 @@ import warnings
 
 from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 from bs4.element import NavigableString
+from lxml import etree  # type: ignore[import-untyped]
 
 from ingestion.readers.base import ParsedDocument, Section
 
@@ -24,6 +25,7 @@ _BLOCKS = {
 }  # fmt: skip
 _CONTAINERS = {"html", "body", "main", "article"}
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
+_FEED_BYTES = 1024 * 1024
 
 
 def _is_chrome(tag: Tag) -> bool:
@@ -123,6 +125,44 @@ class _Walker:
             self.end_paragraph()
         else:
             self.walk(tag)
+
+
+class _TextCounter:
+    """An lxml parser target that only counts characters of text as they stream by (not of
+    scripts, styles and the other elements the reader drops)."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self._dropped = 0
+
+    def start(self, tag: str, attrib: object) -> None:
+        if tag in _DROP_TAGS:
+            self._dropped += 1
+
+    def end(self, tag: str) -> None:
+        if tag in _DROP_TAGS and self._dropped:
+            self._dropped -= 1
+
+    def data(self, text: str) -> None:
+        if not self._dropped:
+            self.chars += len(text)
+
+    def close(self) -> int:
+        return self.chars
+
+
+def html_text_chars(data: bytes, stop_after: int) -> int:
+    """Characters of text in an HTML page (an upper bound of what the reader keeps), counted
+    as a stream, 1 MB at a time, keeping nothing; counting stops soon after stop_after is
+    passed."""
+    counter = _TextCounter()
+    parser = etree.HTMLParser(target=counter, recover=True, huge_tree=True)
+    for start in range(0, len(data), _FEED_BYTES):
+        parser.feed(data[start : start + _FEED_BYTES])
+        if counter.chars > stop_after:
+            return counter.chars
+    parser.close()
+    return counter.chars
 
 
 def read_html(name: str, data: bytes) -> ParsedDocument:

@@ -15,7 +15,7 @@ from pypdf.errors import DependencyError, PyPdfError
 from pypdf.generic import Destination
 
 from ingestion.errors import UnreadableDocumentError
-from ingestion.readers.base import ParsedDocument, Section
+from ingestion.readers.base import ParsedDocument, ReaderLimits, Section
 from ingestion.readers.text import fallback_title, normalize_newlines
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,19 @@ _FILE_NAME = re.compile(r"\.(pdf|docx?|odt|rtf|txt|pptx?|xlsx?|indd|qxd|tex|dvi|
 _PageStarts = dict[int, list[tuple[str, ...]]]
 
 
-def read_pdf(name: str, data: bytes) -> ParsedDocument:
+def read_pdf(name: str, data: bytes, limits: ReaderLimits | None = None) -> ParsedDocument:
     """Parse a PDF into one section per page (1-based `page`), titled from metadata or text."""
+    limits = limits or ReaderLimits()
     try:
         reader = PdfReader(io.BytesIO(data))
         _unlock(reader)
-        pages = [_page_text(reader, index) for index in range(len(reader.pages))]
+        count = len(reader.pages)
+        if count > limits.max_pages:
+            raise UnreadableDocumentError(
+                f"PDF has {count:,} pages, over the {limits.max_pages:,} page limit "
+                "(INGEST_MAX_PAGES): split it, or raise the limit"
+            )
+        pages = [_page_text(reader, index) for index in range(count)]
         meta_title = _metadata_title(reader)
     except PyPdfError as exc:
         raise UnreadableDocumentError(_corrupt_reason(data, exc)) from exc
