@@ -7,9 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app import logsafe
 from app.chain.types import ChainRequest, ChainResult, ResultKind
 from app.errors import AppError
 from app.factory import build_services
+from app.loop import cli as loop_cli
 from app.prompts import load_prompt_files
 from app.prompts_push import push_prompts
 from app.settings import LangfuseSettings, Settings
@@ -43,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     push = actions.add_parser("push", help="upload the prompt files as new Langfuse versions")
     push.add_argument("--label", help="label for the new versions (default: LANGFUSE_PROMPT_LABEL)")
     push.add_argument("--force", action="store_true", help="push even when unchanged")
+    from app.eval.command import add_parser as add_eval
+
+    add_eval(commands)
+    loop_cli.add_parser(commands)
     return parser
 
 
@@ -161,6 +167,18 @@ async def _prompts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _gaps(args: argparse.Namespace) -> int:
+    from app.loop import cli as loop_cli
+
+    return await loop_cli.run(args, Settings.load())
+
+
+async def _eval(args: argparse.Namespace) -> int:
+    from app.eval.command import run_eval
+
+    return await run_eval(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; 0 on success, 1 when the chain failed, 2 on usage or setup errors."""
     args = _parser().parse_args(argv)
@@ -168,7 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The bot is a service: its log says what it does; one-shot commands only warn.
     level = logging.INFO if name == "bot" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command = {"ask": _ask, "prompts": _prompts, "bot": _bot, "smoke": _smoke}[name]
+    # Bot tokens and URL passwords by their shape now; the bot adds its configured secrets.
+    logsafe.install()
+    command = {
+        "ask": _ask,
+        "prompts": _prompts,
+        "bot": _bot,
+        "smoke": _smoke,
+        "eval": _eval,
+        "gaps": _gaps,
+    }[name]
     try:
         return asyncio.run(command(args))
     except (KBError, AppError) as exc:

@@ -4,20 +4,27 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.chain.chain import Chain
 from app.errors import PromptError
 from app.llm.base import LLMClient
 from app.llm.llamacpp import LlamaCppClient
 from app.llm.router import aclose_all, build_llm_clients
+from app.loop.records import LoopRecords
 from app.prompts import PromptStore, load_prompt_files
 from app.settings import STEPS, Settings
 from app.smoke import UnavailableLLM, probe_embedded_llm
 from app.tracing import Tracer
+from ingestion.pipeline import finish_interrupted
+from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedders, SparseEmbedder
 from kb.factory import open_store
 from kb.search import HybridSearcher
 from kb.store import VectorStore
+
+if TYPE_CHECKING:
+    from app.pii import Masker
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,10 @@ class Services:
     prompts: PromptStore
     tracer: Tracer
     chain: Chain
+    # Unanswered questions, for the owners' gap reports (app/loop).
+    loop: LoopRecords
+    # Personal data masking (None with PII_MASK=off).
+    masker: "Masker | None" = None
 
     async def aclose(self) -> None:
         """Stop background work, flush traces, release models and the store."""
@@ -46,12 +57,19 @@ async def build_services(settings: Settings) -> Services:
     """Open the store, load the embedders, connect the LLM(s), Langfuse and the prompts."""
     store = open_store(settings.qdrant)
     try:
+        if isinstance(store, EdgeStore):
+            # Locked to this process: what a crash interrupted is finished before serving.
+            for name in await store.list_collections():
+                await finish_interrupted(store, name)
         dense = DenseEmbedders(settings.embedding)
         # Load the models the existing collections need now, not on a user's first question.
         await asyncio.to_thread(dense.preload, await _collection_models(store))
         searcher = HybridSearcher(store, dense, SparseEmbedder(), settings.search)
+        masker = await _masker(settings)
         llm = build_llm_clients(settings.llm, embedded=await _embedded_llm(settings))
-        tracer = Tracer.from_settings(settings.langfuse)
+        if masker is not None and settings.pii.llm:
+            llm = _masking(llm, masker)
+        tracer = Tracer.from_settings(settings.langfuse, settings.pii, masker)
         files = load_prompt_files(settings.chain.prompts_dir)
         missing = [step for step in STEPS if step not in files]
         if missing:
@@ -84,7 +102,38 @@ async def build_services(settings: Settings) -> Services:
         chain.answer.mode,  # CHAIN_ANSWER_MODE=auto resolved for the answer step's client
         "on" if tracer.enabled else "off",
     )
-    return Services(settings, store, searcher, llm, prompts, tracer, chain)
+    loop = LoopRecords(
+        store,
+        dense,
+        searcher.sparse,
+        language=settings.loop.language,
+        retention_days=settings.loop.retention_days,
+        keep_users=settings.loop.keep_users,
+        masker=masker,
+    )
+    return Services(settings, store, searcher, llm, prompts, tracer, chain, loop, masker)
+
+
+async def _masker(settings: Settings) -> "Masker | None":
+    """The personal-data masker, loaded now (about 2 s) unless PII_MASK=off."""
+    if not settings.pii.traces:
+        return None
+    from app.pii import Masker
+
+    return await asyncio.to_thread(Masker().load)
+
+
+def _masking(llm: dict[str, LLMClient], masker: "Masker") -> dict[str, LLMClient]:
+    """PII_MASK=traces+llm: what is sent to a server is masked, the answer unmasked. The
+    embedded model runs in this process: nothing leaves it, so it is not wrapped (and its
+    quote mode matches the passages verbatim)."""
+    from app.pii.llm import MaskingLLM
+
+    wrapped: dict[int, LLMClient] = {}
+    for client in llm.values():
+        if not isinstance(client, LlamaCppClient | UnavailableLLM) and id(client) not in wrapped:
+            wrapped[id(client)] = MaskingLLM(client, masker)
+    return {step: wrapped.get(id(client), client) for step, client in llm.items()}
 
 
 async def _embedded_llm(settings: Settings) -> Callable[[], LLMClient]:

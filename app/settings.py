@@ -1,9 +1,9 @@
-"""Settings of the answer side, one class per concern (LLM_*, LANGFUSE_*, CHAIN_*).
+"""Settings of the answer side, one class per concern (LLM_*, LANGFUSE_*, CHAIN_*, PII_*).
 
 The knowledge base's own settings (QDRANT_*, EMBEDDING_*, SEARCH_*) live in kb.settings.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -127,6 +127,46 @@ class ChainSettings(BaseSettings):
     question_gain_margin: float = Field(default=0.4, ge=0.0)
 
 
+PiiMode = Literal["off", "traces", "traces+llm"]
+
+
+class PiiSettings(BaseSettings):
+    """Personal-data masking (PII_MASK): off; traces (Langfuse, logs that install it); or
+    traces+llm (also what is sent to the LLM, with the values restored in the answer)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PII_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    mask: PiiMode = "traces"
+
+    @property
+    def traces(self) -> bool:
+        """Whatever reaches Langfuse (and logs) is masked."""
+        return self.mask != "off"
+
+    @property
+    def llm(self) -> bool:
+        """What is sent to the LLM is masked too."""
+        return self.mask == "traces+llm"
+
+
+class LoopSettings(BaseSettings):
+    """The knowledge loop (LOOP_*): what is kept of unanswered questions, and for how long."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOP_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    # Records of unanswered questions are deleted after this many days.
+    retention_days: float = Field(default=90.0, gt=0)
+    # Keep who asked (Telegram user id) with each record; off: records are anonymous.
+    keep_users: bool = False
+    # The language whose dense model groups the questions (ru: the multilingual default, so
+    # one question asked in Russian and in English is one gap).
+    language: Literal["en", "ru"] = "ru"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every concern's settings, read once at start-up."""
@@ -137,6 +177,8 @@ class Settings:
     llm: LLMSettings
     langfuse: LangfuseSettings
     chain: ChainSettings
+    pii: PiiSettings = field(default_factory=PiiSettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
 
     @classmethod
     def load(cls) -> "Settings":
@@ -148,4 +190,6 @@ class Settings:
             llm=load_settings(LLMSettings),
             langfuse=load_settings(LangfuseSettings),
             chain=load_settings(ChainSettings),
+            pii=load_settings(PiiSettings),
+            loop=load_settings(LoopSettings),
         )

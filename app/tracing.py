@@ -9,13 +9,16 @@ import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langfuse import Langfuse, propagate_attributes
 from langfuse.model import PromptClient
 
 from app.llm.base import Completion
-from app.settings import LangfuseSettings
+from app.settings import LangfuseSettings, PiiSettings
+
+if TYPE_CHECKING:
+    from app.pii import Masker
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +63,69 @@ class Observation:
 _OFF = Observation()
 
 
+def pii_client_options(masker: "Masker | None") -> dict[str, Any]:
+    """Options of a Langfuse client that mask every span it exports (none without a masker)."""
+    if masker is None:
+        return {}
+    from app.pii.traces import otel_span_masker
+
+    return {"mask_otel_spans": otel_span_masker(masker)}
+
+
 class Tracer:
     """Creates the observations of chain runs and records feedback scores."""
 
-    def __init__(self, langfuse: Langfuse | None) -> None:
+    def __init__(
+        self,
+        langfuse: Langfuse | None,
+        masker: "Masker | None" = None,
+        *,
+        base_url: str | None = None,
+    ) -> None:
         self._langfuse = langfuse
+        # Langfuse's web address, for links to traces (cards of the knowledge loop).
+        self._base_url = base_url.rstrip("/") if base_url else None
+        # Masks what the client sends outside spans (score comments); spans are masked by
+        # the client's own export hook (pii_client_options).
+        self._masker = masker
 
     @classmethod
-    def from_settings(cls, settings: LangfuseSettings) -> "Tracer":
-        """A tracer on a Langfuse client when both keys are set, otherwise one that is off."""
+    def from_settings(
+        cls,
+        settings: LangfuseSettings,
+        pii: PiiSettings | None = None,
+        masker: "Masker | None" = None,
+    ) -> "Tracer":
+        """A tracer on a Langfuse client when both keys are set, otherwise one that is off.
+        Unless PII_MASK=off, everything it exports is masked (a Masker is made if not given)."""
         if not settings.enabled or settings.secret_key is None:
             return cls(None)
+        pii = pii if pii is not None else PiiSettings()
+        if pii.traces and masker is None:
+            from app.pii import Masker
+
+            masker = Masker()
+        masker = masker if pii.traces else None
         client = Langfuse(
             public_key=settings.public_key,
             secret_key=settings.secret_key.get_secret_value(),
             base_url=settings.base_url,
             environment=settings.environment,
+            **pii_client_options(masker),
         )
-        return cls(client)
+        return cls(client, masker, base_url=settings.base_url)
 
     @property
     def enabled(self) -> bool:
         """Whether anything is recorded."""
         return self._langfuse is not None
+
+    def trace_url(self, trace_id: str | None) -> str | None:
+        """A link to a trace in Langfuse (None when tracing is off or there is no trace);
+        Langfuse's /trace/<id> page opens it in its project."""
+        if self._langfuse is None or self._base_url is None or not trace_id:
+            return None
+        return f"{self._base_url}/trace/{trace_id}"
 
     @property
     def langfuse(self) -> Langfuse | None:
@@ -165,6 +208,8 @@ class Tracer:
         score_id again updates that score (a comment added after the thumbs-down)."""
         if self._langfuse is None:
             return
+        if comment and self._masker is not None:
+            comment = self._masker.redact(comment)
         self._langfuse.create_score(
             name=name,
             value=value,

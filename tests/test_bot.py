@@ -160,7 +160,8 @@ async def test_question_with_history_streams_and_cites(env: Env) -> None:
     env.telegram.push_message(READER, "How many vacation days do I get?")
     answer = await reply(env, READER, "Sources:")
     assert "Vacation and leave policy" in (answer.plain_text or "")
-    assert [d.startswith("fb:") for d in button_data(answer)] == [True, True]
+    assert len([d for d in button_data(answer) if d.startswith("fb:")]) == 2
+    assert [d for d in button_data(answer) if d.startswith("src:")], "a button per source"
     assert env.telegram.drafts(READER), "the answer streams as a draft in private chats"
     assert "typing" in env.telegram.chat_actions(READER)
     env.llm.calls.clear()
@@ -191,8 +192,11 @@ async def test_thumbs_down_with_comment_becomes_a_score(env: Env) -> None:
     down = button_data(answer)[1]
     trace_id = down.split(":")[1]
     env.telegram.push_callback(READER, down, answer.message_id)
-    await reply(env, READER, "What was wrong?")
-    env.telegram.push_message(READER, "it was about the wrong office")
+    prompt = await reply(env, READER, "What was wrong?")
+    # Only a reply to the request is a comment (a new message would be a question).
+    env.telegram.push_message(
+        READER, "it was about the wrong office", reply_to_message_id=prompt.message_id
+    )
     await reply(env, READER, "your comment goes to the team")
     env.tracer.flush()
     scores = await env.telegram.wait_for(
@@ -201,7 +205,7 @@ async def test_thumbs_down_with_comment_becomes_a_score(env: Env) -> None:
     assert scores[-1]["traceId"] == trace_id
     assert scores[-1]["value"] == 0
     assert scores[-1]["comment"] == "it was about the wrong office"
-    assert scores[-1]["id"] == f"{trace_id}-feedback"
+    assert scores[-1]["id"] == f"{trace_id}-feedback-{READER}"
 
 
 async def test_owner_upload_is_downloaded_and_ingested(env: Env) -> None:

@@ -46,21 +46,21 @@ def names(configs: Sequence[CollectionConfig]) -> list[str]:
     return [c.name for c in configs]
 
 
-def test_private_chats_read_by_user(access_file: Path) -> None:
+async def test_private_chats_read_by_user(access_file: Path) -> None:
     access = load_collections(access_file, admins=[999])
-    assert names(access.readable(5, 5, "private")) == ["handbook"]
-    assert names(access.readable(222, 222, "private")) == ["handbook", "finance"]
+    assert names(await access.readable(5, 5, "private")) == ["handbook"]
+    assert names(await access.readable(222, 222, "private")) == ["handbook", "finance"]
     # Owners read what they own; admins read everything.
-    assert names(access.readable(333, 333, "private")) == ["handbook", "finance"]
-    assert names(access.readable(999, 999, "private")) == ["handbook", "finance", "secret"]
+    assert names(await access.readable(333, 333, "private")) == ["handbook", "finance"]
+    assert names(await access.readable(999, 999, "private")) == ["handbook", "finance", "secret"]
 
 
-def test_groups_read_by_group_not_by_asker(access_file: Path) -> None:
+async def test_groups_read_by_group_not_by_asker(access_file: Path) -> None:
     access = load_collections(access_file, admins=[999])
     # A reader of finance asking in a group that may not read it gets only what the group may.
-    assert names(access.readable(222, -5, "group")) == ["handbook"]
-    assert names(access.readable(999, -5, "group")) == ["handbook"]
-    assert names(access.readable(5, -100, "group")) == ["handbook", "finance"]
+    assert names(await access.readable(222, -5, "group")) == ["handbook"]
+    assert names(await access.readable(999, -5, "group")) == ["handbook"]
+    assert names(await access.readable(5, -100, "group")) == ["handbook", "finance"]
     assert access.bound_collection(-100) == "finance"
 
 
@@ -72,14 +72,14 @@ def test_owners_and_admins(access_file: Path) -> None:
     assert not access.owns(111, "finance")
 
 
-def test_toml_file(tmp_path: Path) -> None:
+async def test_toml_file(tmp_path: Path) -> None:
     path = tmp_path / "collections.toml"
     path.write_text(
         '[[collections]]\nname = "wiki"\nlanguage = "ru"\nreaders = "everyone"\n'
         '[[collections]]\nname = "hr"\nreaders = { users = [1] }\n'
     )
     access = load_collections(path, admins=[])
-    assert names(access.readable(1, 1, "private")) == ["wiki", "hr"]
+    assert names(await access.readable(1, 1, "private")) == ["wiki", "hr"]
     assert access.collections["wiki"].language == "ru"
 
 

@@ -406,3 +406,11 @@ def test_values_compose_gives_the_bot_are_valid(
     for cls in SETTINGS_CLASSES:
         cls()
     assert BotSettings().redis_url, "the stack keeps the bot's state in Redis"
+
+
+def test_langfuse_takes_no_sign_ups() -> None:
+    """Traces hold every employee's questions: support staff are invited, nobody signs up (a
+    sign-up would join the organisation and read them all)."""
+    web = _environment(_services(COMPOSE)["langfuse-web"])
+    assert web.get("AUTH_DISABLE_SIGNUP") == "true"
+    assert "LANGFUSE_DEFAULT_ORG_ROLE" not in web, "no role is handed to whoever signs in"

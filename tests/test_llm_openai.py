@@ -10,11 +10,18 @@ from typing import Any
 import httpx
 import pytest
 
+from app.chain.llm_step import LLMStep
+from app.chain.types import ENGLISH
+from app.chain.variables import prompt_variables
 from app.errors import LLMResponseError, LLMTimeoutError, LLMUnavailableError
 from app.llm.base import Completion, GenerationParams, LLMClient, Message, OnDelta, Usage
 from app.llm.openai_compat import OpenAICompatClient, _server_message
 from app.llm.router import FallbackClient, aclose_all, build_llm_clients
+from app.prompts import PromptStore
 from app.settings import STEPS, LLMSettings
+from app.tracing import Tracer
+from tests.conftest import PROMPTS
+from tests.fakes.llm import ScriptedLLM
 from tests.fakes.openai_server import FakeLLMServer, Reply, ServerFactory, by_regex
 
 # The fake_llm_server and make_fake_llm_server fixtures.
@@ -144,6 +151,17 @@ async def test_api_key_is_a_bearer_header_and_stays_out_of_errors(
     assert fake_llm_server.chat_requests[0].headers["authorization"] == "Bearer sk-test-key"
     assert f"127.0.0.1:{fake_llm_server.port}" in str(caught.value)
     assert "sk-test-key" not in str(caught.value)
+
+
+async def test_a_server_that_quotes_the_key_back_does_not_put_it_in_the_error(
+    fake_llm_server: FakeLLMServer,
+) -> None:
+    fake_llm_server.fail_next(401, message="Incorrect API key provided: sk-test-key.")
+    async with client_for(fake_llm_server) as client:
+        with pytest.raises(LLMResponseError) as caught:
+            await client.complete(HELLO)
+    assert "sk-test-key" not in str(caught.value)
+    assert "Incorrect API key provided: ***." in str(caught.value)
 
 
 @pytest.mark.parametrize("statuses", [(500,), (503,), (500, 503), (429,)])
@@ -319,6 +337,63 @@ async def test_fake_server_refuses_replies_its_regex_forbids(
         with pytest.raises(LLMResponseError, match="does not match"):
             await client.complete(HELLO, regex="yes|no")
     assert fake_llm_server.regex_violations
+
+
+class Verdict(LLMStep):
+    """The relevance prompt (regex YES|NO), asked through LLMStep.generate."""
+
+    prompt_name = "relevance"
+
+    async def ask(self, on_delta: OnDelta | None = None) -> str:
+        variables = prompt_variables(query="How do I connect to the VPN?", language=ENGLISH)
+        return (await self.generate(on_delta, **variables)).completion.text
+
+
+async def test_a_reply_that_ignores_the_regex_is_retried_once_then_fails(
+    fake_llm_server: FakeLLMServer,
+) -> None:
+    fake_llm_server.enforce_regex = False  # a server that ignores structured_outputs
+    fake_llm_server.reply("Probably yes, the excerpts cover it.", "Maybe.")
+    async with client_for(fake_llm_server) as client:
+        step = Verdict(client, PromptStore(PROMPTS), Tracer(None))
+        with pytest.raises(LLMResponseError, match="does not match"):
+            await step.ask()
+    assert [r.regex for r in fake_llm_server.chat_requests] == ["YES|NO", "YES|NO"]
+
+
+async def test_a_retry_that_matches_the_regex_is_the_output(
+    fake_llm_server: FakeLLMServer,
+) -> None:
+    fake_llm_server.enforce_regex = False
+    fake_llm_server.reply("Probably yes.", "YES")
+    async with client_for(fake_llm_server) as client:
+        step = Verdict(client, PromptStore(PROMPTS), Tracer(None))
+        assert await step.ask() == "YES"
+    assert len(fake_llm_server.chat_requests) == 2
+
+
+async def test_the_retry_does_not_stream_and_a_cut_output_is_not_retried() -> None:
+    """ScriptedLLM: the preview only appends, so the retry is not streamed; an output cut by
+    max_tokens would be cut again, so it goes back to the step (valid=False) at once."""
+    llm = ScriptedLLM(replies={"relevance": "Probably"})
+    step = Verdict(llm, PromptStore(PROMPTS), Tracer(None))
+    deltas = Deltas()
+    with pytest.raises(LLMResponseError):
+        await step.ask(deltas)
+    assert llm.steps() == ["relevance", "relevance"]
+    assert "".join(deltas.parts) == "Probably"
+
+    class Cut(ScriptedLLM):
+        async def complete(self, *args: Any, **kwargs: Any) -> Completion:
+            done = await super().complete(*args, **kwargs)
+            return Completion(done.text, done.model, done.usage, done.seconds, "length")
+
+    cut = Cut(replies={"relevance": "YE"})
+    generated = await Verdict(cut, PromptStore(PROMPTS), Tracer(None)).generate(
+        **prompt_variables(query="VPN?", language=ENGLISH)
+    )
+    assert (generated.completion.text, generated.valid) == ("YE", False)
+    assert len(cut.calls) == 1
 
 
 async def test_fake_server_serves_concurrent_slow_requests(

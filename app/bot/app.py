@@ -11,16 +11,28 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
-from aiogram.types import BotCommand
+from aiogram.fsm.storage.redis import RedisStorage
+from aiogram.fsm.strategy import FSMStrategy
 from aiohttp import web
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from app import logsafe
 from app.bot.access import Access, load_collections
-from app.bot.handlers import ask, errors, feedback, owners, start
-from app.bot.handlers.ask import Answering
+from app.bot.handlers import ask, errors, feedback, gaps, loop, owners, sources, start
+from app.bot.handlers.loop import LoopAnswering
 from app.bot.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.bot.locks import ConversationLocks, MemoryLocks, RedisLocks
 from app.bot.settings import BotSettings
+from app.bot.startup import poll, set_up_bot, when_reachable
 from app.chain.chain import Chain
 from app.factory import Services, build_services
+from app.loop.cards import CardStore
+from app.loop.escalation import Escalations
+from app.loop.records import LoopRecords
+from app.loop.reminders import Reminders
+from app.loop.review import Reviews
 from app.settings import Settings
 from app.tracing import Tracer
 from ingestion.pipeline import Ingestor
@@ -29,12 +41,6 @@ from kb.settings import load_settings
 from kb.store import VectorStore
 
 log = logging.getLogger(__name__)
-COMMANDS = [
-    BotCommand(command="start", description="what I can do"),
-    BotCommand(command="collection", description="choose the knowledge base"),
-    BotCommand(command="docs", description="documents of a knowledge base you own"),
-    BotCommand(command="help", description="how to use me"),
-]
 
 
 @dataclass
@@ -49,17 +55,46 @@ class BotDeps:
     bot_settings: BotSettings
     # Shared by replicas (Redis) or per process (None: in memory).
     limiter: RateLimiter | None = None
+    # The one Redis client (make_redis) when REDIS_URL is set, for whatever replicas share.
+    redis: Redis | None = None
+    # Per-conversation locks (None: in Redis when redis is set, else in memory).
+    locks: ConversationLocks | None = None
+    # The knowledge loop's records (None: unanswered questions are not recorded).
+    loop: LoopRecords | None = None
+
+
+def _locks(deps: BotDeps) -> ConversationLocks:
+    if deps.locks is not None:
+        return deps.locks
+    return RedisLocks(deps.redis) if deps.redis is not None else MemoryLocks()
+
+
+def loop_flows(deps: BotDeps) -> tuple[Escalations | None, Reviews | None]:
+    """Escalations and the review queue, on cards kept in the loop's store collection (both
+    off without the knowledge loop's records)."""
+    if deps.loop is None:
+        return None, None
+    cards = CardStore(deps.loop)
+    escalations = Escalations(cards, deps.access, deps.bot_settings, deps.tracer, deps.ingestor)
+    reviews = Reviews(cards, escalations, deps.bot_settings, deps.tracer)
+    return escalations, reviews
 
 
 def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispatcher:
     """A Dispatcher with every router (feedback comments before questions) and the error
     handler. Routers are built per Dispatcher, so tests and benchmarks can run several."""
+    escalations, reviews = loop_flows(deps)
     dp = Dispatcher(
         storage=storage or MemoryStorage(),
-        answering=Answering(
+        # A conversation per user and forum topic (the storage keys carry the topic).
+        fsm_strategy=FSMStrategy.USER_IN_TOPIC,
+        locks=_locks(deps),
+        # Answering, plus the knowledge loop's note of each result (app/loop/escalation.py).
+        answering=LoopAnswering(
             deps.chain,
             asyncio.Semaphore(deps.bot_settings.max_concurrent_chains),
             deps.bot_settings,
+            escalations=escalations,
         ),
         access=deps.access,
         ingestor=deps.ingestor,
@@ -67,8 +102,23 @@ def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispa
         store=deps.store,
         bot_settings=deps.bot_settings,
         limiter=deps.limiter or MemoryRateLimiter(deps.bot_settings.rate_limit_per_minute),
+        loop=deps.loop,
+        escalations=escalations,
+        reviews=reviews,
     )
-    dp.include_routers(start.router(), feedback.router(), owners.router(), ask.router())
+    if escalations is not None:
+        reminders = Reminders(escalations.cards, deps.access, deps.bot_settings.escalation_remind_s)
+        dp.startup.register(reminders.start)
+        dp.shutdown.register(reminders.stop)
+    dp.include_routers(
+        start.router(),
+        feedback.router(),
+        gaps.router(),
+        owners.router(),
+        sources.router(),
+        loop.router(),
+        ask.router(),
+    )
     dp.errors.register(errors.on_error)
     return dp
 
@@ -82,49 +132,80 @@ def make_bot(settings: BotSettings) -> Bot:
     return Bot(token)
 
 
-def make_storage(settings: BotSettings) -> BaseStorage:
-    """Redis (shared by replicas, with a TTL) when REDIS_URL is set, else memory."""
+def make_redis(settings: BotSettings) -> Redis | None:
+    """The Redis client (None without REDIS_URL): every connect and command bounded by
+    BOT_REDIS_TIMEOUT_S and retried once, so a Redis that hangs fails a request in seconds
+    (the error handler then apologises) instead of silencing the bot."""
     if not settings.redis_url:
-        return MemoryStorage()
-    from aiogram.fsm.storage.redis import RedisStorage
-
-    return RedisStorage.from_url(
-        settings.redis_url, state_ttl=settings.state_ttl_s, data_ttl=settings.state_ttl_s
+        return None
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 1),
     )
 
 
-def bot_deps(services: Services, settings: BotSettings) -> BotDeps:
+def make_storage(settings: BotSettings, redis: Redis | None = None) -> BaseStorage:
+    """Redis (shared by replicas, with a TTL) when REDIS_URL is set, else memory; closing it
+    closes the Redis client."""
+    if redis is None:
+        redis = make_redis(settings)
+    if redis is None:
+        return MemoryStorage()
+    return RedisStorage(redis, state_ttl=settings.state_ttl_s, data_ttl=settings.state_ttl_s)
+
+
+def bot_deps(services: Services, settings: BotSettings, redis: Redis | None = None) -> BotDeps:
     """The handlers' dependencies on top of the chain's services."""
-    access = load_collections(settings.collections_file, settings.admins)
+    access = load_collections(
+        settings.collections_file,
+        settings.admins,
+        reload_s=settings.collections_reload_s,
+        membership_ttl_s=settings.membership_ttl_s,
+    )
     searcher = services.searcher
     ingestor = Ingestor(
         services.store, searcher.dense, searcher.sparse, load_settings(IngestionSettings)
     )
     limiter: RateLimiter | None = None
-    if settings.redis_url:
-        from redis.asyncio import Redis
-
-        redis = Redis.from_url(settings.redis_url)
+    if redis is not None:
         limiter = RedisRateLimiter(redis, settings.rate_limit_per_minute)
     return BotDeps(
-        services.chain, access, ingestor, services.tracer, services.store, settings, limiter
+        services.chain,
+        access,
+        ingestor,
+        services.tracer,
+        services.store,
+        settings,
+        limiter,
+        redis,
+        loop=services.loop,
     )
 
 
 async def run_bot(settings: Settings, bot_settings: BotSettings) -> None:
     """Run until stopped: polling, or the webhook server when BOT_WEBHOOK_URL is set."""
+    # Before anything can log: the token, keys and passwords never reach a log line.
+    logsafe.install(logsafe.secrets_of(settings, bot_settings))
     bot = make_bot(bot_settings)
     services = await build_services(settings)
-    storage = make_storage(bot_settings)
+    if services.masker is not None:
+        # PII_MASK: questions quoted in log lines are masked too.
+        from app.pii import logs as pii_logs
+
+        pii_logs.install(services.masker)
+    redis = make_redis(bot_settings)
+    storage = make_storage(bot_settings, redis)
     try:
-        dp = build_dispatcher(bot_deps(services, bot_settings), storage)
-        await bot.set_my_commands(COMMANDS)
+        deps = bot_deps(services, bot_settings, redis)
+        deps.access.reload_on_sighup()
+        dp = build_dispatcher(deps, storage)
         if bot_settings.webhook_url:
+            await set_up_bot(bot, bot_settings)
             await serve_webhook(dp, bot, bot_settings)
         else:
-            await bot.delete_webhook(drop_pending_updates=False)
-            log.info("polling for updates")
-            await dp.start_polling(bot, handle_signals=True)
+            await poll(dp, bot, bot_settings)
     finally:
         await storage.close()
         await bot.session.close()
@@ -142,7 +223,8 @@ async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None
     assert settings.webhook_url is not None
     assert settings.webhook_secret is not None
     secret = settings.webhook_secret.get_secret_value()
-    path = urlparse(settings.webhook_url).path or "/"
+    path_url = settings.webhook_url
+    path = urlparse(path_url).path or "/"
     app = web.Application()
     # For the orchestrator's health checks and the proxy in front of the replicas.
     app.router.add_get("/healthz", _healthz)
@@ -153,7 +235,14 @@ async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None
     site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
     await site.start()
     # Every replica sets the same URL and secret; Telegram spreads updates over them.
-    await bot.set_webhook(settings.webhook_url, secret_token=secret, drop_pending_updates=False)
+    allowed = dp.resolve_used_update_types()
+    await when_reachable(
+        "setWebhook",
+        lambda: bot.set_webhook(
+            path_url, secret_token=secret, drop_pending_updates=False, allowed_updates=allowed
+        ),
+        settings,
+    )
     log.info(
         "webhook at %s, listening on %s:%s", path, settings.webhook_host, settings.webhook_port
     )

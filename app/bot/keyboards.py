@@ -1,11 +1,13 @@
 """Inline buttons and their callback data (each under Telegram's 64-byte limit)."""
 
+import uuid
 from collections.abc import Sequence
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from app.bot.access import CollectionConfig
+from app.chain.types import SourceRef
 
 
 class ChooseCollection(CallbackData, prefix="col"):
@@ -92,5 +94,113 @@ def confirm_buttons(yes: str, no: str) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(text=yes, callback_data=ConfirmDelete(yes=True).pack()),
                 InlineKeyboardButton(text=no, callback_data=ConfirmDelete(yes=False).pack()),
             ]
+        ]
+    )
+
+
+class OpenSource(CallbackData, prefix="src"):
+    """Open a cited source: the point id of its best chunk (32 hex digits, no collection:
+    the press looks it up only in what the chat may read then)."""
+
+    point: str
+
+
+# Source buttons per row ("[1]" ... "[5]").
+_SOURCES_PER_ROW = 5
+
+
+def with_sources(
+    markup: InlineKeyboardMarkup | None, sources: Sequence[SourceRef]
+) -> InlineKeyboardMarkup | None:
+    """Rows of "[n]" buttons that open the cited sources, below the markup's own rows."""
+    buttons = [
+        InlineKeyboardButton(
+            text=f"[{source.n}]",
+            callback_data=OpenSource(point=uuid.UUID(source.point_id).hex).pack(),
+        )
+        for source in sources
+        if source.point_id
+    ]
+    if not buttons:
+        return markup
+    rows = [buttons[i : i + _SOURCES_PER_ROW] for i in range(0, len(buttons), _SOURCES_PER_ROW)]
+    return InlineKeyboardMarkup(
+        inline_keyboard=[*(markup.inline_keyboard if markup else []), *rows]
+    )
+
+
+class AnswerGap(CallbackData, prefix="gap"):
+    """Answer one of the gaps listed in the message (what they are is noted with it)."""
+
+    index: int
+
+
+def answer_gap_buttons(count: int, label: str = "Answer {n}") -> InlineKeyboardMarkup:
+    """One "Answer n" button per listed gap, three to a row."""
+    buttons = [
+        InlineKeyboardButton(text=label.format(n=i + 1), callback_data=AnswerGap(index=i).pack())
+        for i in range(count)
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons[i : i + 3] for i in range(0, count, 3)])
+
+
+# The knowledge loop's buttons (app/loop, handlers/loop.py): cards are found by their id.
+class Escalate(CallbackData, prefix="esc"):
+    """Ask an expert (what was asked is noted with the message the button is on)."""
+
+    go: bool = True
+
+
+class SaveReply(CallbackData, prefix="kbsave"):
+    """Save an expert's answer (the n-th reply to the card) to the knowledge base."""
+
+    card: str
+    n: int
+
+
+class ExpertRated(CallbackData, prefix="xfb"):
+    """👍/👎 on an expert's relayed answer."""
+
+    card: str
+    up: bool
+
+
+class Review(CallbackData, prefix="rv"):
+    """A review card's button: "gold" (add to the golden set), "escalate" or "done"."""
+
+    card: str
+    action: str
+
+
+def single_button(text: str, data: CallbackData) -> InlineKeyboardMarkup:
+    """One button."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=text, callback_data=data.pack())]]
+    )
+
+
+def expert_rating_buttons(card: str) -> InlineKeyboardMarkup:
+    """👍 and 👎 under an expert's answer."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text="👍", callback_data=ExpertRated(card=card, up=True).pack()
+                ),
+                InlineKeyboardButton(
+                    text="👎", callback_data=ExpertRated(card=card, up=False).pack()
+                ),
+            ]
+        ]
+    )
+
+
+def review_buttons(card: str, labels: tuple[str, str, str]) -> InlineKeyboardMarkup:
+    """Add to golden set / Escalate to owners / Done under a review card."""
+    actions = ("gold", "escalate", "done")
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=label, callback_data=Review(card=card, action=a).pack())]
+            for label, a in zip(labels, actions, strict=True)
         ]
     )

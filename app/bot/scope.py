@@ -12,16 +12,20 @@ def chat_kind(chat: Chat) -> ChatKind:
     return "private" if chat.type == "private" else "group"
 
 
-def readable(access: Access, user_id: int, chat: Chat) -> list[tuple[int, CollectionConfig]]:
-    """(position in the collections file, collection) pairs this chat may read."""
-    allowed = {c.name for c in access.readable(user_id, chat.id, chat_kind(chat))}
-    return [(i, c) for i, c in enumerate(access.collections.values()) if c.name in allowed]
+async def readable(access: Access, user_id: int, chat: Chat) -> list[tuple[int, CollectionConfig]]:
+    """(position in the collections file, collection) pairs this chat may read now; group
+    memberships are checked with the bot the chat came with (aiogram binds it)."""
+    configs = list(access.collections.values())
+    allowed = {c.name for c in await access.readable(user_id, chat.id, chat_kind(chat), chat.bot)}
+    return [(i, c) for i, c in enumerate(configs) if c.name in allowed]
 
 
-def search_scope(access: Access, conversation: Conversation, user_id: int, chat: Chat) -> list[str]:
+async def search_scope(
+    access: Access, conversation: Conversation, user_id: int, chat: Chat
+) -> list[str]:
     """The collections to search: the group's bound one, else the chosen one, else every
     readable one; always a subset of what the chat may read."""
-    names = [c.name for _, c in readable(access, user_id, chat)]
+    names = [c.name for _, c in await readable(access, user_id, chat)]
     bound = access.bound_collection(chat.id) if chat_kind(chat) == "group" else None
     if bound in names:
         return [bound] if bound else names

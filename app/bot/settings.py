@@ -1,7 +1,7 @@
 """Settings of the bot (BOT_*, plus TELEGRAM_API_URL, REDIS_URL and COLLECTIONS_FILE)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,8 +57,29 @@ class BotSettings(BaseSettings):
     # Seconds between updates of a streamed answer: drafts in private chats, edits elsewhere.
     draft_interval_s: float = Field(default=0.5, ge=0.1)
     edit_interval_s: float = Field(default=1.5, ge=0.2)
+    # Final answers as rich messages (footnotes for citations) where Telegram takes them, HTML
+    # elsewhere; "off": HTML always.
+    rich_messages: Literal["auto", "off"] = "auto"
     # Largest document the Bot API lets a bot download (20 MB on Telegram's cloud API).
     max_download_mb: int = Field(default=20, ge=1)
+    # Seconds a getChatMember answer counts for "members_of" readers (0: ask every time), and
+    # between checks of the collections file for changes.
+    membership_ttl_s: float = Field(default=300.0, ge=0)
+    collections_reload_s: float = Field(default=5.0, ge=0)
+    # Seconds any Redis call (connect or command) may take; a hung Redis then fails fast.
+    redis_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # Telegram unreachable at start: retry after this many seconds, doubling up to the cap.
+    start_retry_s: float = Field(default=1.0, gt=0)
+    start_retry_max_s: float = Field(default=60.0, gt=0)
+    # The knowledge loop (app/loop): how experts and support staff see who asks ("anonymous":
+    # a stable pseudonym; "name": the Telegram name), where 👎 review cards go (a chat id),
+    # seconds before an unanswered escalation is reminded (0: never), and the golden set the
+    # review chat adds to (JSONL; and a Langfuse dataset of this name when tracing is on).
+    asker_identity: Literal["anonymous", "name"] = "anonymous"
+    review_chat: int | None = None
+    escalation_remind_s: float = Field(default=4 * 3600.0, ge=0)
+    golden_file: Path = Path("data/golden-feedback.jsonl")
+    golden_dataset: str = "feedback"
 
     @field_validator("admins", mode="before")
     @classmethod

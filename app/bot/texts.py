@@ -16,6 +16,7 @@ _EN = {
         "/collection: choose the knowledge base\n"
         "/docs: documents of a knowledge base you own\n"
         "/delete DOCUMENT: remove a document (owners)\n"
+        "/gaps: questions I could not answer in your knowledge bases (owners)\n"
         "Owners: send files (PDF, DOCX, HTML, Markdown, text) to add or update documents."
     ),
     "rate_limited": "You are asking very fast. Please wait {seconds} s and ask again.",
@@ -45,6 +46,102 @@ _EN = {
     "error": "Sorry, something went wrong on my side. Please try again in a minute.",
     "yes": "Delete",
     "no": "Cancel",
+    # Conversation (handlers/start.py, ask.py, feedback.py).
+    "help_conversation": (
+        "/new: start a new conversation (I forget the previous questions; the knowledge base "
+        "stays)\n"
+        "Rate an answer with the 👍/👎 buttons or a 👍/👎 reaction. In groups, mention me or "
+        "reply to my message; in a topic I answer in that topic.\n"
+        "While I write an answer you can stop it with the stop button."
+    ),
+    "new_conversation": "New conversation: ask your question. The knowledge base stays the same.",
+    "comment_placeholder": "What was wrong?",
+    "stopped": "Stopped.",
+    # The command menu (setMyCommands), one description per command.
+    "cmd_start": "what I can do",
+    "cmd_new": "start a new conversation",
+    "cmd_collection": "choose the knowledge base",
+    "cmd_docs": "documents of a knowledge base you own",
+    "cmd_help": "how to use me",
+    "cmd_gaps": "unanswered questions (owners)",
+    # Owners and sources (handlers/owners.py, sources.py).
+    "owners_private": (
+        "Documents are added and listed in a private chat with me: @{bot}. Nothing was stored here."
+    ),
+    "upload_language": (
+        "{title}: the knowledge base was built for the language {stored}, but the collections "
+        "file says {configured}. Ask an administrator to set language: {stored} for {name} in "
+        "the collections file (or to rebuild the knowledge base in {configured})."
+    ),
+    "upload_not_added": "✗ {name}: not added",
+    "upload_failed": "✗ {doc}: not added: {reason}",
+    "upload_done": "✓ {doc}: {status} ({chunks} chunks)",
+    "status_added": "added",
+    "status_replaced": "replaced",
+    "status_unchanged": "unchanged",
+    "upload_nothing": "No files are waiting any more; please send them again.",
+    "docs_count": "{title}: {count} document(s)",
+    "docs_line": "• {doc} ({title}, {chunks} chunks)",
+    "source_unavailable": "This source is not available to you here.",
+    # Knowledge gaps (handlers/gaps.py).
+    "gaps_off": "Gap reports are not available in this installation.",
+    "gaps_none": "No unanswered questions in your knowledge bases in the last {days} days.",
+    "gaps_head": "Unanswered questions of the last {days} days, most frequent first:",
+    "gap_button": "Answer {n}",
+    "gap_write": (
+        "Write the answer to «{question}» as a reply to this message. It becomes a document "
+        "of {title}, and I answer from it next time."
+    ),
+    "gap_placeholder": "The answer",
+    "gap_saved": "Saved to {title} as {doc}. I answer this question from it from now on.",
+    "gap_failed": "Sorry, the answer could not be saved to {title}. Please try again later.",
+    # The knowledge loop's cards (app/loop/escalation.py, review.py, handlers/loop.py).
+    "expert_button": "Ask an expert",
+    "expert_offer": "Still need an answer? An expert can write one for you.",
+    "expert_sent": "Sent to the experts of {title}. Their answer will come here.",
+    "expert_unreachable": "Sorry, the experts could not be reached. Please try again later.",
+    "expert_not_yours": "Only the person who asked can send this to an expert.",
+    "expert_already_sent": "This question is already with the experts.",
+    "expert_answer_head": "Answer from an expert ({name}) to «{question}»:",
+    "expert_delivered": (
+        "Delivered. Save your answer to the knowledge base, so I answer it myself next time?"
+    ),
+    "expert_undelivered": "Sorry, the answer could not be delivered: {reason}",
+    "expert_already": (
+        "This question was already answered by {name}. You can still add your answer to the "
+        "knowledge base."
+    ),
+    "expert_only": "Only the experts of {title} can answer this question.",
+    "expert_save_button": "Save to knowledge base",
+    "expert_reminder": "⏰ Still waiting for an answer: «{question}»",
+    "card_gone": "This card is no longer kept.",
+    "card_escalation_head": "❓ A question for the experts of {title}",
+    "card_review_head": "👎 An answer was rated down ({title})",
+    "card_question": "Question",
+    "card_query": "Search query",
+    "card_answer": "Bot's answer",
+    "card_not_found": "— (nothing found)",
+    "card_sources": "Sources",
+    "card_asker": "Asked by",
+    "card_comment": "Comment",
+    "card_trace": "Trace",
+    "card_reply_hint": "Reply to this message with the answer: it goes to the person who asked.",
+    "card_answered": "✅ Answered by {name}.",
+    "card_anonymous": "employee {id}",
+    "review_gold_button": "Add to golden set",
+    "review_escalate_button": "Escalate to owners",
+    "review_done_button": "Done",
+    "review_gold_ask": (
+        "Reply to this message with the correct answer: the facts a good answer contains, one "
+        "per line."
+    ),
+    "review_gold_saved": "Added to the golden set as {id}.",
+    "review_gold_already": "Already in the golden set as {id}.",
+    "review_gold_status": "⭐ In the golden set as {id}.",
+    "review_escalated": "↗ Sent to the experts of {title}.",
+    "review_no_experts": "No experts are set for these knowledge bases.",
+    "review_done": "✅ Closed by {name}.",
+    "review_only": "Only the review chat handles review cards.",
 }
 _RU = {
     "start": (
@@ -68,10 +165,138 @@ _RU = {
         "собственный сервер Bot API (TELEGRAM_API_URL)."
     ),
     "error": "Извините, у меня что-то пошло не так. Попробуйте через минуту.",
+    "help": (
+        "Задайте вопрос своими словами — я отвечу по базе знаний и укажу источники.\n"
+        "/collection — выбрать базу знаний\n"
+        "/docs — документы базы знаний, которой вы владеете\n"
+        "/delete ДОКУМЕНТ — удалить документ (для владельцев)\n"
+        "/gaps — вопросы, на которые я не смог ответить по вашим базам (для владельцев)\n"
+        "Владельцы баз знаний могут прислать файлы (PDF, DOCX, HTML, Markdown, текст), "
+        "чтобы добавить или обновить документы."
+    ),
+    "skipped": "Хорошо.",
+    "option_gone": "Этот вопрос устарел, задайте его, пожалуйста, ещё раз.",
+    "upload_where": "В какую базу знаний добавить файлы ({count})?",
+    "ingesting": "Добавляю файлы ({count}) в базу «{title}»…",
+    "unsupported": (
+        "{name}: этот формат не поддерживается (пришлите PDF, DOCX, HTML, Markdown или текст)."
+    ),
+    "docs_none": "В базе «{title}» пока нет документов.",
+    "docs_which": "Документы какой базы знаний показать?",
+    "delete_usage": "Использование: /delete ID_ДОКУМЕНТА (список — в /docs).",
+    "delete_confirm": "Удалить {doc} из базы «{title}»?",
+    "delete_missing": "В базе «{title}» нет документа {doc}.",
+    "deleted": "Документ {doc} удалён из базы «{title}» (фрагментов: {chunks}).",
+    "cancelled": "Отменено.",
+    "yes": "Удалить",
+    "no": "Отмена",
+    "cmd_start": "что я умею",
+    "cmd_new": "начать новый разговор",
+    "cmd_collection": "выбрать базу знаний",
+    "cmd_docs": "документы ваших баз знаний",
+    "cmd_help": "как мной пользоваться",
+    "cmd_gaps": "вопросы без ответа (владельцам)",
+    "help_conversation": (
+        "/new — начать новый разговор (я забуду прежние вопросы, база знаний останется)\n"
+        "Оценивайте ответы кнопками 👍/👎 или реакцией 👍/👎. В группах упомяните меня или "
+        "ответьте на моё сообщение; в теме форума я отвечаю в этой же теме.\n"
+        "Пока я пишу ответ, его можно остановить кнопкой «стоп»."
+    ),
+    "new_conversation": "Новый разговор: задайте вопрос. База знаний осталась прежней.",
+    "comment_placeholder": "Что было не так?",
+    "stopped": "Остановлено.",
+    "owners_private": (
+        "Документы добавляются и просматриваются в личном чате со мной: @{bot}. Здесь ничего "
+        "не сохранено."
+    ),
+    "upload_language": (
+        "{title}: база знаний построена для языка {stored}, а в файле коллекций указан "
+        "{configured}. Попросите администратора указать language: {stored} для {name} в файле "
+        "коллекций (или пересоздать базу знаний на языке {configured})."
+    ),
+    "upload_not_added": "✗ {name}: не добавлен",
+    "upload_failed": "✗ {doc}: не добавлен: {reason}",
+    "upload_done": "✓ {doc}: {status} (фрагментов: {chunks})",
+    "status_added": "добавлен",
+    "status_replaced": "заменён",
+    "status_unchanged": "без изменений",
+    "upload_nothing": "Файлов в очереди больше нет; пришлите их, пожалуйста, ещё раз.",
+    "docs_count": "{title}: документов — {count}",
+    "docs_line": "• {doc} ({title}, фрагментов: {chunks})",
+    "source_unavailable": "Этот источник здесь вам недоступен.",
+    "gaps_off": "Отчёты о пробелах в этой установке недоступны.",
+    "gaps_none": "За последние {days} дн. в ваших базах знаний нет вопросов без ответа.",
+    "gaps_head": "Вопросы без ответа за последние {days} дн., самые частые первыми:",
+    "gap_button": "Ответить {n}",
+    "gap_write": (
+        "Напишите ответ на вопрос «{question}» ответом на это сообщение. Он станет документом "
+        "базы «{title}», и в следующий раз я отвечу по нему."
+    ),
+    "gap_placeholder": "Ответ",
+    "gap_saved": "Сохранено в «{title}» как {doc}. Теперь я отвечаю на этот вопрос по нему.",
+    "gap_failed": "Извините, ответ не удалось сохранить в «{title}». Попробуйте позже.",
+    "expert_button": "Спросить эксперта",
+    "expert_offer": "Ответ всё ещё нужен? Его может написать эксперт.",
+    "expert_sent": "Отправлено экспертам базы «{title}». Их ответ придёт сюда.",
+    "expert_unreachable": "Извините, до экспертов не удалось достучаться. Попробуйте позже.",
+    "expert_not_yours": "Отправить эксперту может только тот, кто задал вопрос.",
+    "expert_already_sent": "Этот вопрос уже у экспертов.",
+    "expert_answer_head": "Ответ эксперта ({name}) на вопрос «{question}»:",
+    "expert_delivered": (
+        "Доставлено. Сохранить ваш ответ в базу знаний, чтобы в следующий раз я ответил сам?"
+    ),
+    "expert_undelivered": "Извините, ответ не удалось доставить: {reason}",
+    "expert_already": (
+        "На этот вопрос уже ответил(а) {name}. Ваш ответ всё равно можно добавить в базу знаний."
+    ),
+    "expert_only": "Отвечать на этот вопрос могут только эксперты базы «{title}».",
+    "expert_save_button": "Сохранить в базу знаний",
+    "expert_reminder": "⏰ Вопрос всё ещё ждёт ответа: «{question}»",
+    "card_gone": "Эта карточка больше не хранится.",
+    "card_escalation_head": "❓ Вопрос экспертам базы «{title}»",
+    "card_review_head": "👎 Ответ оценён плохо ({title})",
+    "card_question": "Вопрос",
+    "card_query": "Поисковый запрос",
+    "card_answer": "Ответ бота",
+    "card_not_found": "— (ничего не найдено)",
+    "card_sources": "Источники",
+    "card_asker": "Спрашивает",
+    "card_comment": "Комментарий",
+    "card_trace": "Трасса",
+    "card_reply_hint": "Ответьте на это сообщение: ответ получит тот, кто спрашивал.",
+    "card_answered": "✅ Ответил(а) {name}.",
+    "card_anonymous": "сотрудник {id}",
+    "review_gold_button": "В эталонный набор",
+    "review_escalate_button": "Передать владельцам",
+    "review_done_button": "Готово",
+    "review_gold_ask": (
+        "Ответьте на это сообщение правильным ответом: факты, которые должен содержать хороший "
+        "ответ, по одному в строке."
+    ),
+    "review_gold_saved": "Добавлено в эталонный набор как {id}.",
+    "review_gold_already": "Уже в эталонном наборе как {id}.",
+    "review_gold_status": "⭐ В эталонном наборе как {id}.",
+    "review_escalated": "↗ Отправлено экспертам базы «{title}».",
+    "review_no_experts": "Для этих баз знаний эксперты не заданы.",
+    "review_done": "✅ Закрыл(а) {name}.",
+    "review_only": "Карточки разбирает только чат поддержки.",
 }
 
 
+# Every key exists in every language (tests/test_texts.py): no silent fallback to English.
+TABLES: dict[str, dict[str, str]] = {"en": _EN, "ru": _RU}
+
+
+def language_of(user: User | None) -> str:
+    """The interface language for a Telegram user: Russian for a Russian Telegram."""
+    return "ru" if user is not None and (user.language_code or "").startswith("ru") else "en"
+
+
+def text_in(language: str, key: str, **values: object) -> str:
+    """A message in a language of TABLES; KeyError when the key is missing in it."""
+    return TABLES[language][key].format(**values)
+
+
 def t(key: str, user: User | None = None, **values: object) -> str:
-    """A message in the user's language (English when there is no translation)."""
-    table = _RU if user is not None and (user.language_code or "").startswith("ru") else _EN
-    return (table.get(key) or _EN[key]).format(**values)
+    """A message in the user's language; KeyError when the key is missing in it."""
+    return text_in(language_of(user), key, **values)

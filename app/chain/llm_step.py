@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import LLMResponseError
 from app.llm.base import Completion, LikelihoodScorer, LLMClient, OnDelta
 from app.prompts import PromptStore, RenderedPrompt
 from app.tracing import Tracer
@@ -17,6 +18,8 @@ from app.tracing import Tracer
 log = logging.getLogger(__name__)
 # The prompt whose reply likelihood measures relevance on a client that can score replies.
 LIKELIHOOD_PROMPT = "question"
+# Calls per step when the output breaks its regex: one retry, then the step has failed.
+_ATTEMPTS = 2
 # Seconds spent inside LLM calls by the current chain run (shared with the tasks it starts).
 _LLM_SECONDS: ContextVar[list[float] | None] = ContextVar("llm_seconds", default=None)
 
@@ -92,14 +95,33 @@ class LLMStep:
         return scores
 
     async def generate(self, on_delta: OnDelta | None = None, **variables: Any) -> Generated:
-        """Run the step's prompt; raises app.errors.LLMError when the LLM fails."""
+        """Run the step's prompt. An output that breaks the regex (a server that ignores the
+        constraint) is asked for once more, then raises LLMResponseError like any other LLM
+        failure; one cut short by max_tokens comes back with valid=False for the step to
+        trim. Raises app.errors.LLMError when the LLM fails."""
         prompt = self.prompts.get(self.prompt_name).render(**variables)
+        for attempt in range(1, _ATTEMPTS + 1):
+            # A preview only appends: a second attempt must not stream after the first.
+            generated = await self._attempt(prompt, on_delta if attempt == 1 else None, attempt)
+            if generated.valid or generated.completion.finish_reason == "length":
+                return generated
+        raise LLMResponseError(
+            f"{prompt.name}: the output does not match the step's regex ({_ATTEMPTS} attempts);"
+            " does the server apply structured_outputs?"
+        )
+
+    async def _attempt(
+        self, prompt: RenderedPrompt, on_delta: OnDelta | None, attempt: int
+    ) -> Generated:
+        """One LLM call, its generation in the trace, and the check of its output's shape."""
         params = {
             "temperature": prompt.params.temperature,
             "max_tokens": prompt.params.max_tokens,
             "regex": prompt.regex,
         }
         with self._generation(prompt, **params) as generation:
+            if attempt > 1:
+                generation.update(metadata={"attempt": attempt, "retry": "regex mismatch"})
             started = time.perf_counter()
             try:
                 completion = await self.llm.complete(
@@ -110,12 +132,14 @@ class LLMStep:
                 raise
             seconds = _clocked(time.perf_counter() - started)
             generation.record_completion(completion)
+            # The same regex the request carried, on our side: the whole output must match.
             valid = re.fullmatch(prompt.regex, completion.text) is not None
             if not valid:
                 # A server that ignores structured outputs, or max_tokens reached mid-shape.
                 log.warning(
-                    "%s output does not match its regex (finish %s): %.200r",
+                    "%s output does not match its regex (attempt %s, finish %s): %.200r",
                     prompt.name,
+                    attempt,
                     completion.finish_reason,
                     completion.text,
                 )

@@ -84,6 +84,8 @@ def assemble(chosen: Sequence[ScoredChunk]) -> tuple[Passage, ...]:
     for n, hits in enumerate(ordered, 1):
         chunks = sorted((h.chunk for h in hits), key=lambda c: c.chunk_index)
         first = chunks[0]
+        # The best hit is what a citation points at: its page, and the chunk a button opens.
+        best = max(hits, key=lambda h: h.score).chunk
         passages.append(
             Passage(
                 n=n,
@@ -96,6 +98,8 @@ def assemble(chosen: Sequence[ScoredChunk]) -> tuple[Passage, ...]:
                 sections=tuple(
                     dict.fromkeys(h for c in chunks for h in c.heading_path if h != c.title)
                 ),
+                point_id=best.point_id,
+                pages=() if best.page is None else (best.page,),
             )
         )
     return tuple(passages)

@@ -75,6 +75,9 @@ class Passage:
     score: float
     # The section headings (below the title) the passage's chunks come from.
     sections: tuple[str, ...] = ()
+    # The best chunk's point id (a source button opens it) and its page (PDF), if any.
+    point_id: str = ""
+    pages: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +90,23 @@ class SourceRef:
     collection: str
     source: str
     url: str | None
+    # The cited passage's best chunk (what "open the source" shows) and its pages (PDF).
+    point_id: str = ""
+    pages: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, passage: Passage) -> "SourceRef":
         """The source behind a passage; a web source gets a link."""
         url = passage.source if passage.source.startswith(("http://", "https://")) else None
         return cls(
-            passage.n, passage.title, passage.doc_id, passage.collection, passage.source, url
+            passage.n,
+            passage.title,
+            passage.doc_id,
+            passage.collection,
+            passage.source,
+            url,
+            passage.point_id,
+            passage.pages,
         )
 
 

@@ -100,6 +100,7 @@ class OpenAICompatClient:
         self._closed = False
         self._headers = {"Content-Type": "application/json"}
         # Servers started without --api-key need no header at all.
+        self._api_key = api_key or ""
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._http_timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
@@ -190,7 +191,8 @@ class OpenAICompatClient:
     async def _run(self, body: bytes, state: _Attempt, on_delta: OnDelta | None) -> None:
         async with self._http().post(self._url, data=body, proxy=self._proxy) as response:
             if response.status >= 400:
-                raise _StatusError(response.status, _server_message(await response.read()))
+                message = _server_message(await response.read())
+                raise _StatusError(response.status, self._without_key(message))
             if on_delta is not None:
                 await self._stream(response, state, on_delta)
                 return
@@ -238,7 +240,7 @@ class OpenAICompatClient:
             if chunk.get("error"):  # vLLM reports a failure mid-generation in the stream
                 raise LLMResponseError(
                     f"LLM endpoint {self.endpoint} refused the request (error): "
-                    f"{_error_text(chunk)}"
+                    f"{self._without_key(_error_text(chunk))}"
                 )
             state.model = chunk.get("model") or state.model
             # With include_usage the last chunk has the usage and no choices.
@@ -251,6 +253,11 @@ class OpenAICompatClient:
                 f"LLM endpoint {self.endpoint}: malformed stream chunk ({exc!r})"
             ) from exc
         return ""
+
+    def _without_key(self, text: str) -> str:
+        """A server's words with our API key masked (some quote a wrong key back): errors
+        reach the chain's result, and so its trace."""
+        return text.replace(self._api_key, "***") if self._api_key else text
 
     def _decode(self, data: bytes) -> Any:
         try:

@@ -9,6 +9,9 @@ Routes (anything else is a 404):
   207 with one success per event, as Langfuse answers.
 - GET /api/public/v2/prompts/{name}?label=...|version=...: a stored prompt version, or 404.
 - POST /api/public/v2/prompts: stores a new version (next number), moves its labels to it.
+- POST /api/public/v2/datasets (upsert by name), GET /api/public/v2/datasets/{name},
+  POST /api/public/dataset-items (upsert by id), GET /api/public/dataset-items?datasetName=...
+  (paged), GET /api/public/projects: what datasets and experiments (`run_experiment`) use.
 
 Every request is recorded (method, path, query, headers, raw body). Requests without Basic
 authorization get a 401, like Langfuse. With `hang` set, requests are recorded and then never
@@ -50,6 +53,10 @@ OTEL_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 INGESTION_PATH = "/api/public/ingestion"
 PROMPTS_PATH = "/api/public/v2/prompts"
+DATASETS_PATH = "/api/public/v2/datasets"
+DATASET_ITEMS_PATH = "/api/public/dataset-items"
+PROJECTS_PATH = "/api/public/projects"
+PROJECT_ID = "project-test"
 SECRET_KEY = "sk-lf-test-secret"
 
 
@@ -135,6 +142,9 @@ class FakeLangfuse:
         self._requests: list[RecordedRequest] = []
         # name -> versions in order (version n at index n - 1), as Prompt_Chat/Prompt_Text JSON.
         self._prompts: dict[str, list[dict[str, Any]]] = {}
+        # Datasets by name, and their items by id (as the API returns them).
+        self._datasets: dict[str, dict[str, Any]] = {}
+        self._dataset_items: dict[str, dict[str, Any]] = {}
         self._answer = threading.Event()
         self.hang = hang
         self._httpd = self._listen(0)
@@ -202,6 +212,61 @@ class FakeLangfuse:
                 if event.get("type") == "score-create":
                     scores.append(event["body"])
         return scores
+
+    def datasets(self) -> dict[str, dict[str, Any]]:
+        """The stored datasets by name (copies)."""
+        with self._lock:
+            copied: dict[str, dict[str, Any]] = json.loads(json.dumps(self._datasets))
+        return copied
+
+    def dataset_items(self, dataset: str) -> list[dict[str, Any]]:
+        """The stored items of a dataset (copies), in the order they were first created."""
+        with self._lock:
+            items = [i for i in self._dataset_items.values() if i["datasetName"] == dataset]
+            copied: list[dict[str, Any]] = json.loads(json.dumps(items))
+        return copied
+
+    def upsert_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/public/v2/datasets: create, or return the dataset of that name."""
+        with self._lock:
+            dataset = self._datasets.setdefault(
+                body["name"],
+                {
+                    "id": f"dataset-{uuid.uuid4().hex[:8]}",
+                    "name": body["name"],
+                    "description": body.get("description"),
+                    "metadata": body.get("metadata"),
+                    "projectId": PROJECT_ID,
+                    "createdAt": _now(),
+                    "updatedAt": _now(),
+                },
+            )
+            return dict(dataset)
+
+    def upsert_dataset_item(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST /api/public/dataset-items: upsert by id; None when the dataset is unknown."""
+        with self._lock:
+            dataset = self._datasets.get(body["datasetName"])
+            if dataset is None:
+                return None
+            item_id = body.get("id") or uuid.uuid4().hex
+            old = self._dataset_items.get(item_id, {})
+            item = {
+                "id": item_id,
+                "status": body.get("status") or old.get("status") or "ACTIVE",
+                "input": body.get("input"),
+                "expectedOutput": body.get("expectedOutput"),
+                "metadata": body.get("metadata"),
+                "sourceTraceId": body.get("sourceTraceId"),
+                "sourceObservationId": body.get("sourceObservationId"),
+                "datasetId": dataset["id"],
+                "datasetName": dataset["name"],
+                "createdAt": old.get("createdAt") or _now(),
+                "updatedAt": _now(),
+                "mediaReferences": [],
+            }
+            self._dataset_items[item_id] = item
+            return dict(item)
 
     def prompt_versions(self, name: str) -> list[dict[str, Any]]:
         """The stored versions of a prompt (copies), oldest first."""
@@ -379,6 +444,8 @@ class _Handler(BaseHTTPRequestHandler):
             batch = request.json().get("batch", [])
             successes = [{"id": event.get("id"), "status": 201} for event in batch]
             self._send_json(207, {"successes": successes, "errors": []})
+        elif path.startswith((DATASETS_PATH, DATASET_ITEMS_PATH, PROJECTS_PATH)):
+            self._datasets_route(request)
         elif method == "GET" and path.startswith(PROMPTS_PATH + "/"):
             self._get_prompt(request)
         elif method == "POST" and path == PROMPTS_PATH:
@@ -393,6 +460,30 @@ class _Handler(BaseHTTPRequestHandler):
                 commit_message=body.get("commitMessage"),
             )
             self._send_json(201, created)
+        else:
+            self._send_json(404, {"message": f"no route {method} {path}"})
+
+    def _datasets_route(self, request: RecordedRequest) -> None:
+        fake, path, method = self.server.fake, request.path, request.method
+        if method == "GET" and path == PROJECTS_PATH:
+            organization = {"id": "org-test", "name": "test"}
+            project = {"id": PROJECT_ID, "name": "test", "organization": organization}
+            self._send_json(200, {"data": [project | {"metadata": {}}]})
+        elif method == "POST" and path == DATASETS_PATH:
+            self._send_json(200, fake.upsert_dataset(request.json()))
+        elif method == "GET" and path.startswith(DATASETS_PATH + "/"):
+            found = fake.datasets().get(unquote(path[len(DATASETS_PATH) + 1 :]))
+            self._send_json(*((200, found) if found else (404, {"message": "Dataset not found"})))
+        elif method == "POST" and path == DATASET_ITEMS_PATH:
+            item = fake.upsert_dataset_item(request.json())
+            self._send_json(*((200, item) if item else (404, {"message": "Dataset not found"})))
+        elif method == "GET" and path == DATASET_ITEMS_PATH:
+            items = fake.dataset_items(request.query.get("datasetName", ""))
+            page, limit = int(request.query.get("page", 1)), int(request.query.get("limit", 50))
+            pages = max(1, -(-len(items) // limit))
+            meta = {"page": page, "limit": limit, "totalItems": len(items), "totalPages": pages}
+            data = items[(page - 1) * limit : page * limit]
+            self._send_json(200, {"data": data, "meta": meta})
         else:
             self._send_json(404, {"message": f"no route {method} {path}"})
 

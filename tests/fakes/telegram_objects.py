@@ -164,6 +164,37 @@ def callback_query(
     }
 
 
+# The fields each ChatMember status carries besides status and user (rights all off).
+_ADMIN_RIGHTS = frozenset(
+    {"can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
+     "can_manage_video_chats", "can_restrict_members", "can_promote_members", "can_change_info",
+     "can_invite_users", "can_post_stories", "can_edit_stories", "can_delete_stories",
+     "can_send_welcome_messages"}
+)  # fmt: skip
+_RESTRICTIONS = frozenset(
+    {"can_send_messages", "can_send_audios", "can_send_documents", "can_send_photos",
+     "can_send_videos", "can_send_video_notes", "can_send_voice_notes", "can_send_polls",
+     "can_send_other_messages", "can_add_web_page_previews", "can_react_to_messages",
+     "can_edit_tag", "can_change_info", "can_invite_users", "can_pin_messages",
+     "can_manage_topics"}
+)  # fmt: skip
+
+
+def chat_member(user_: JSON, status: str = "member", *, is_member: bool = True) -> JSON:
+    """A ChatMember: creator, administrator, member, restricted (is_member says whether the
+    restricted user is still in the chat), left or kicked."""
+    result: JSON = {"status": status, "user": user_}
+    if status == "creator":
+        result["is_anonymous"] = False
+    elif status == "administrator":
+        result.update(dict.fromkeys(_ADMIN_RIGHTS, False))
+    elif status == "restricted":
+        result.update(dict.fromkeys(_RESTRICTIONS, False), is_member=is_member, until_date=0)
+    elif status == "kicked":
+        result["until_date"] = 0
+    return result
+
+
 def update(update_id: int, **payload: JSON) -> JSON:
     """An Update with one payload, e.g. update(7, message={...})."""
     return {"update_id": update_id, **payload}

@@ -10,7 +10,8 @@ next getUpdates returns), read what the bot did (calls, sent_messages, drafts, c
 and wait for it without sleeps (wait_for, wait_for_message, wait_for_call, wait_for_poll).
 It answers like Telegram, errors included (chat not found, message is not modified, file is too
 big, can't parse entities, 409 for a second getUpdates), and injects faults on demand
-(fail_next, rate_limit_next, set_latency).
+(fail_next, rate_limit_next, set_latency). sendRichMessage answers 404 "method not found", as an
+older server does, until support_rich(); refuse_rich(chat_type) makes it refuse a chat type.
 
 Design: an aiohttp.web server on its own event loop in a daemon thread. A long poll then waits
 on that loop and never blocks the test's loop (nor the other way round: a test that blocks its
@@ -25,8 +26,10 @@ would make pytest warn that it cannot rewrite it; it has no assertions to rewrit
 
 import asyncio
 import dataclasses
+import html
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -63,6 +66,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOKEN = "123456:TEST-token"
 DOWNLOAD_METHOD = "downloadFile"  # how file downloads (GET /file/bot.../path) are recorded
 _T = TypeVar("_T")
+# A rich message's text (Bot API 10.1: 32768 characters, what it shows).
+MAX_RICH_TEXT_LENGTH = 32768
 _Handler = Callable[[JSON, dict[str, "UploadedFile"]], Awaitable[Any]]
 
 
@@ -112,6 +117,7 @@ class BotMessage:
     params: JSON  # the call that sent it
     history: list[str | None] = field(default_factory=list)  # every text, the first one first
     document: UploadedFile | None = None
+    rich: JSON | None = None  # sendRichMessage: the rich_message sent (text: its html or markdown)
     deleted: bool = False
     sent_at: float = 0.0
     edited_at: float | None = None
@@ -126,6 +132,8 @@ class Draft:
     text: str | None
     parse_mode: str | None
     at: float
+    can_stop: bool = False
+    message_thread_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +233,17 @@ class FakeTelegramServer:
         self._file_ids = itertools.count(1)
         self._callbacks: dict[str, JSON | None] = {}  # query id -> answer params once answered
         self._callback_ids = itertools.count(1)
-        self._commands: list[Any] = []
+        self._commands: dict[str, list[Any]] = {}  # language_code ("" for all) -> commands
+        # getChatMember: (chat, user) -> (status, is_member); chats in _hidden_chats answer
+        # "chat not found", as for a group the bot is not in.
+        self._members: dict[tuple[int, int], tuple[str, bool]] = {}
+        self._hidden_chats: set[int] = set()
         self._faults: dict[str, deque[_Fault]] = {}
         self._latency: dict[str, float] = {}
         self._allowed_updates: frozenset[str] | None = None
         self._webhook_url = ""
+        self._rich = False
+        self._rich_refused: dict[str, str] = {}  # chat type -> the error description
         self._poll_generation = 0
         self._pending_polls = 0
         self._stopping = False
@@ -347,10 +361,12 @@ class FakeTelegramServer:
         first_name: str = "User",
         username: str | None = None,
         language_code: str | None = None,
+        message_thread_id: int | None = None,
     ) -> PushedUpdate:
         """A user writes text; chat_id defaults to the private chat (the user's id) and is
         required for groups. Without entities, Telegram's own are added: a leading /command and
-        a mention of @kb_test_bot (pass entities=[] for none)."""
+        a mention of @kb_test_bot (pass entities=[] for none). message_thread_id: written in
+        that forum topic (the group becomes a forum)."""
         if entities is None:
             found = [tg.bot_command_entity(text)]
             if f"@{tg.BOT_USERNAME}" in text:
@@ -364,6 +380,8 @@ class FakeTelegramServer:
             reply_to_message_id,
             text=text,
             entities=entities,
+            message_thread_id=message_thread_id,
+            is_topic_message=True if message_thread_id is not None else None,
         )
 
     def push_document(
@@ -380,6 +398,7 @@ class FakeTelegramServer:
         file_size: int | None = None,
         first_name: str = "User",
         username: str | None = None,
+        language_code: str | None = None,
     ) -> PushedUpdate:
         """A user sends a file; getFile and the download then serve data. A too_big file says
         it has over 20 MB (unless file_size says otherwise) and getFile refuses it."""
@@ -391,7 +410,7 @@ class FakeTelegramServer:
             user_id,
             chat_id,
             chat_type,
-            tg.user(user_id, first_name, username=username),
+            tg.user(user_id, first_name, username=username, language_code=language_code),
             None,
             document=doc,
             caption=caption,
@@ -425,6 +444,39 @@ class FakeTelegramServer:
             )
             pushed = self._queue(chat_id, message_id, callback_query=query)
         return dataclasses.replace(pushed, callback_query_id=query_id)
+
+    def push_reaction(
+        self,
+        user_id: int,
+        message_id: int,
+        new: list[str],
+        old: list[str] | None = None,
+        *,
+        chat_id: int | None = None,
+    ) -> int:
+        """A user changes their emoji reactions on a message (a message_reaction update, which
+        the bot gets only when allowed_updates names it); its update_id."""
+        chat_id = user_id if chat_id is None else chat_id
+        with self._lock:
+            chat = self._chats[chat_id]
+        reaction = {
+            "chat": chat,
+            "message_id": message_id,
+            "user": tg.user(user_id),
+            "date": int(time.time()),
+            "old_reaction": [{"type": "emoji", "emoji": e} for e in old or []],
+            "new_reaction": [{"type": "emoji", "emoji": e} for e in new],
+        }
+        return self.push_update(message_reaction=reaction)
+
+    def push_stop(self, chat_id: int, draft_id: int, message_thread_id: int | None = None) -> int:
+        """The user presses the stop button of a draft (a stopped_message_generation update)."""
+        with self._lock:
+            chat = self._chats[chat_id]
+        stopped: JSON = {"chat": chat, "draft_id": draft_id}
+        if message_thread_id is not None:
+            stopped["message_thread_id"] = message_thread_id
+        return self.push_update(stopped_message_generation=stopped)
 
     def push_update(self, **payload: JSON) -> int:
         """Queue any other update, e.g. push_update(edited_message={...}); its update_id."""
@@ -470,6 +522,8 @@ class FakeTelegramServer:
             chat = self._chats.get(chat_id)
             if chat is None or chat["type"] != chat_type:
                 chat = self._chats[chat_id] = tg.chat(chat_id, chat_type, **names)
+            if fields.get("is_topic_message") and chat_type != "private":
+                chat["is_forum"] = True
             reply_to = None
             if reply_to_message_id is not None:
                 reply_to = self._messages.get((chat_id, reply_to_message_id))
@@ -495,6 +549,18 @@ class FakeTelegramServer:
     def _next_message_id(self, chat_id: int) -> int:
         return next(self._message_ids.setdefault(chat_id, itertools.count(1)))
 
+    def set_member(
+        self, chat_id: int, user_id: int, status: str = "member", *, is_member: bool = True
+    ) -> None:
+        """What getChatMember answers for a user of a group (anyone not set: "left")."""
+        with self._lock:
+            self._members[(chat_id, user_id)] = (status, is_member)
+
+    def hide_chat(self, chat_id: int, hidden: bool = True) -> None:
+        """getChatMember in this chat answers "chat not found" (the bot is not in it)."""
+        with self._lock:
+            (self._hidden_chats.add if hidden else self._hidden_chats.discard)(chat_id)
+
     # -- faults ----------------------------------------------------------------------------
 
     def fail_next(
@@ -515,6 +581,18 @@ class FakeTelegramServer:
         """Answer the next `times` calls of method with 429 Too Many Requests, like Telegram."""
         description = f"Too Many Requests: retry after {retry_after}"
         self.fail_next(method, times, status=429, description=description, retry_after=retry_after)
+
+    def support_rich(self, supported: bool = True) -> None:
+        """Know sendRichMessage (Bot API 10.1), or answer it 404 like an older server."""
+        with self._lock:
+            self._rich = supported
+
+    def refuse_rich(
+        self, chat_type: str, description: str = "Bad Request: rich messages are not allowed here"
+    ) -> None:
+        """Answer sendRichMessage in chats of this type with a 400 (the wording is a guess)."""
+        with self._lock:
+            self._rich_refused[chat_type] = description
 
     def set_latency(self, seconds: float, method: str | None = None) -> None:
         """Delay every answer (or method's) by seconds, as a real network would."""
@@ -587,9 +665,13 @@ class FakeTelegramServer:
 
     @property
     def commands(self) -> list[Any]:
-        """The last setMyCommands list."""
+        """The last setMyCommands list for every language (no language_code)."""
+        return self.commands_for("")
+
+    def commands_for(self, language_code: str) -> list[Any]:
+        """The last setMyCommands list for users of a language ("" for the default list)."""
         with self._lock:
-            return list(self._commands)
+            return list(self._commands.get(language_code, []))
 
     @property
     def webhook_url(self) -> str:
@@ -774,6 +856,7 @@ class FakeTelegramServer:
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
             "sendMessage": self._send_message,
+            "sendRichMessage": self._send_rich_message,
             "editMessageText": self._edit_message_text,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
             "deleteMessage": self._delete_message,
@@ -782,6 +865,7 @@ class FakeTelegramServer:
             "answerCallbackQuery": self._answer_callback_query,
             "getFile": self._get_file,
             "sendDocument": self._send_document,
+            "getChatMember": self._get_chat_member,
         }
 
     async def _unknown(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
@@ -872,11 +956,11 @@ class FakeTelegramServer:
         if not isinstance(commands, list):
             raise _bad('parameter "commands" is required')
         with self._lock:
-            self._commands = commands
+            self._commands[str(params.get("language_code") or "")] = commands
         return True
 
     async def _get_my_commands(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
-        return self.commands
+        return self.commands_for(str(params.get("language_code") or ""))
 
     async def _send_message(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
         chat_id = self._known_chat(params)
@@ -886,6 +970,38 @@ class FakeTelegramServer:
         plain = self._check_text(text, params.get("parse_mode"))
         return self._store_bot_message(
             "sendMessage", chat_id, params, text=text, plain=plain, fields={"text": plain}
+        )
+
+    async def _send_rich_message(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
+        with self._lock:
+            supported = self._rich
+        if not supported:
+            raise ApiError(404, "Not Found: method not found")
+        chat_id = self._known_chat(params)
+        with self._lock:
+            refused = self._rich_refused.get(self._chats[chat_id]["type"])
+        if refused is not None:
+            raise ApiError(400, refused)
+        rich = params.get("rich_message")
+        sources = [rich.get(k) for k in ("html", "markdown")] if isinstance(rich, dict) else []
+        given = [source for source in sources if isinstance(source, str)]
+        if not isinstance(rich, dict) or len(given) + (rich.get("blocks") is not None) != 1:
+            raise _bad("exactly one of html, markdown or blocks must be specified")
+        source = given[0] if given else str(rich.get("blocks"))
+        plain = _rich_plain(source, markdown=source is rich.get("markdown"))
+        if not plain.strip():
+            raise _bad("message text is empty")
+        if len(plain) > MAX_RICH_TEXT_LENGTH:
+            raise _bad("rich message is too long")
+        blocks = [{"type": "paragraph", "text": part} for part in plain.split("\n\n")]
+        return self._store_bot_message(
+            "sendRichMessage",
+            chat_id,
+            params,
+            text=source,
+            plain=plain,
+            rich=rich,
+            fields={"rich_message": {"blocks": blocks}},
         )
 
     async def _send_document(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
@@ -927,6 +1043,7 @@ class FakeTelegramServer:
         plain: str | None,
         fields: JSON,
         upload: UploadedFile | None = None,
+        rich: JSON | None = None,
     ) -> JSON:
         """Keep a message the bot sent (fields: its text or document and caption)."""
         reply_to_id = _reply_to(params)
@@ -941,13 +1058,20 @@ class FakeTelegramServer:
                 )
                 if reply_to is None and not lenient:
                     raise _bad("message to be replied not found")
+                quote = (params.get("reply_parameters") or {}).get("quote")
+                shown = (reply_to or {}).get("text") or (reply_to or {}).get("caption") or ""
+                if reply_to is not None and quote is not None and quote not in shown:
+                    raise _bad("QUOTE_TEXT_INVALID")
             message_id = self._next_message_id(chat_id)
+            thread_id = params.get("message_thread_id")
             message = tg.message(
                 message_id,
                 self._chats[chat_id],
                 from_=tg.bot_user(),
                 reply_to=reply_to,
                 reply_markup=_inline_markup(markup),
+                message_thread_id=thread_id,
+                is_topic_message=True if thread_id else None,
                 **fields,
             )
             self._messages[(chat_id, message_id)] = message
@@ -964,6 +1088,7 @@ class FakeTelegramServer:
                 params=params,
                 history=[text],
                 document=upload,
+                rich=rich,
                 sent_at=time.monotonic(),
             )
         return message
@@ -1044,6 +1169,8 @@ class FakeTelegramServer:
             text if isinstance(text, str) else None,
             self._parse_mode(params),
             time.monotonic(),
+            can_stop=params.get("can_stop") is True,
+            message_thread_id=_int(params.get("message_thread_id"), 0) or None,
         )
         with self._lock:
             self._drafts.append(draft)
@@ -1056,6 +1183,14 @@ class FakeTelegramServer:
                 raise _bad(CALLBACK_TOO_OLD)
             self._callbacks[query_id] = params
         return True
+
+    async def _get_chat_member(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
+        chat_id, user_id = params.get("chat_id"), _int(params.get("user_id"), 0)
+        with self._lock:
+            if not isinstance(chat_id, int) or chat_id in self._hidden_chats:
+                raise _bad("chat not found")
+            status, is_member = self._members.get((chat_id, user_id), ("left", False))
+        return tg.chat_member(tg.user(user_id), status, is_member=is_member)
 
     async def _get_file(self, params: JSON, files: dict[str, UploadedFile]) -> Any:
         with self._lock:
@@ -1093,6 +1228,16 @@ class FakeTelegramServer:
     def _parse_mode(params: JSON) -> str | None:
         value = params.get("parse_mode")
         return value if isinstance(value, str) and value else None
+
+
+def _rich_plain(source: str, markdown: bool) -> str:
+    """Roughly what a rich message shows: tags (HTML) or link targets and escapes (Markdown)
+    gone, footnote references [^n] as [n]; no validation: real clients render it."""
+    if not markdown:
+        return html.unescape(re.sub(r"<[^>]+>", "", source))
+    text = re.sub(r"(?<!\\)\[((?:\\.|[^\]\\])*)\]\((?:\\.|[^)\\])*\)", r"\1", source)
+    text = re.sub(r"(?<!\\)\[\^(\w+)\]", r"[\1]", text)
+    return re.sub(r"\\(.)", r"\1", text).replace("  \n", "\n")
 
 
 def _attached(params: JSON, files: dict[str, UploadedFile], param: str) -> UploadedFile | None:

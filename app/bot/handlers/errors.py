@@ -5,7 +5,7 @@ import logging
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import ErrorEvent
+from aiogram.types import ErrorEvent, Message
 
 from app.bot.texts import t
 
@@ -27,7 +27,11 @@ async def on_error(event: ErrorEvent, bot: Bot) -> bool:
         user = update.callback_query.from_user
     if message is not None:
         try:
-            await bot.send_message(message.chat.id, t("error", user))
+            # In the forum topic of the question, as the answer would have been.
+            thread = None
+            if isinstance(message, Message) and message.is_topic_message:
+                thread = message.message_thread_id
+            await bot.send_message(message.chat.id, t("error", user), message_thread_id=thread)
         except TelegramAPIError as exc:
             log.warning("could not send the apology to chat %s: %s", message.chat.id, exc)
     return True

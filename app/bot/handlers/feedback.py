@@ -1,82 +1,256 @@
-"""Feedback: 👍/👎 under an answer become a Langfuse score on that answer's trace; a 👎 invites
-a one-line comment, stored as the score's comment."""
+"""Feedback: 👍/👎 under an answer, or as a reaction on it, become a Langfuse score on that
+answer's trace, one per answer and user. A 👎 button asks for a comment with a ForceReply; only
+a reply to that request is a comment (any other message is a question), so it works in groups
+too. A removed reaction keeps the score: Langfuse keeps a score until it is replaced, and
+taking a reaction back is no verdict on the answer."""
 
-from aiogram import F, Router
-from aiogram.filters import Command, StateFilter
-from aiogram.fsm.context import FSMContext
-from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, Message
+import html
+from typing import Any
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.types import (
+    CallbackQuery,
+    ForceReply,
+    Message,
+    MessageReactionUpdated,
+    ReactionTypeEmoji,
+    ReactionTypeUnion,
+    User,
+)
 
 from app.bot import conversation
 from app.bot.keyboards import Feedback
 from app.bot.texts import t
+from app.loop.escalation import Escalations
+from app.loop.records import GapRecord, LoopRecords, Outcome, note_gap
+from app.loop.review import Reviews
 from app.tracing import Tracer
 
 SCORE = "user_feedback"
+UP, DOWN = "👍", "👎"
 
 
-def score_id(trace_id: str) -> str:
-    """One feedback score per answer: pressing again, or commenting, updates it."""
-    return f"{trace_id}-feedback"
+def score_id(trace_id: str, user_id: int) -> str:
+    """One feedback score per answer and user: pressing again, reacting or commenting updates
+    it, and two people in a group each have their own."""
+    return f"{trace_id}-feedback-{user_id}"
 
 
-class AwaitingComment(StatesGroup):
-    """After a thumbs-down: the next line is the comment. A state, not only data, so the
-    filter needs no storage read of its own (aiogram reads the state of every update)."""
-
-    line = State()
+def _score(tracer: Tracer, trace_id: str, user: User, up: bool, comment: str | None = None) -> None:
+    tracer.score(
+        trace_id,
+        SCORE,
+        1.0 if up else 0.0,
+        comment=comment,
+        boolean=True,
+        score_id=score_id(trace_id, user.id),
+    )
 
 
 async def rated(
-    query: CallbackQuery, callback_data: Feedback, tracer: Tracer, state: FSMContext
+    query: CallbackQuery,
+    *,
+    callback_data: Feedback,
+    tracer: Tracer,
+    bot: Bot,
+    fsm_storage: BaseStorage,
+    loop: LoopRecords | None = None,
+    escalations: Escalations | None = None,
+    reviews: Reviews | None = None,
 ) -> None:
-    """Record the rating; after a thumbs-down, ask what was wrong."""
-    trace_id = callback_data.trace
-    tracer.score(
-        trace_id, SCORE, 1.0 if callback_data.up else 0.0, boolean=True, score_id=score_id(trace_id)
+    """Record the rating; after a thumbs-down, ask what was wrong (a ForceReply), post a
+    review card (BOT_REVIEW_CHAT) and offer to ask an expert (when the collections have some)."""
+    user, message = query.from_user, query.message
+    _score(tracer, callback_data.trace, user, callback_data.up)
+    await query.answer(t("thanks", user))
+    if not isinstance(message, Message):
+        return
+    if not callback_data.up:
+        await _note_down(
+            loop,
+            fsm_storage,
+            bot=bot,
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            user=user,
+        )
+    private = message.chat.type == "private"
+    if private:
+        # In a group the buttons stay: everyone rates for themselves.
+        await message.edit_reply_markup(reply_markup=None)
+    if callback_data.up:
+        return
+    text = html.escape(t("ask_comment", user))
+    if not private:
+        # selective: the reply field opens for the user mentioned only.
+        name = html.escape(user.first_name)
+        text = f'<a href="tg://user?id={user.id}">{name}</a>, {text}'
+    prompt = await message.answer(
+        text,
+        parse_mode="HTML",
+        reply_markup=ForceReply(
+            input_field_placeholder=t("comment_placeholder", user)[:64], selective=True
+        ),
     )
-    await query.answer(t("thanks", query.from_user))
-    if isinstance(query.message, Message):
-        await query.message.edit_reply_markup(reply_markup=None)
-    # Comments are taken in private chats only: in a group the next line may be for others.
-    message = query.message
-    if not callback_data.up and isinstance(message, Message) and message.chat.type == "private":
-        talk = await conversation.load(state)
-        talk.comment_for = trace_id
-        await conversation.save(state, talk)
-        await state.set_state(AwaitingComment.line)
-        await message.answer(t("ask_comment", query.from_user))
+    record: dict[str, object] = {"trace": callback_data.trace, "comment_by": user.id}
+    noted = await _noted(
+        escalations,
+        storage=fsm_storage,
+        bot=bot,
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        user=user,
+    )
+    if noted is not None and reviews is not None:
+        card = await reviews.post(bot, noted, message.chat.id)
+        if card is not None:
+            record["review"] = card.id  # the comment joins the review card
+    await conversation.mark_messages(
+        fsm_storage, bot.id, message.chat.id, [prompt.message_id], record
+    )
+    if noted is not None and escalations is not None:
+        await escalations.offer(bot, message, noted, user, fsm_storage)
 
 
-async def skip(message: Message, state: FSMContext) -> None:
-    """No comment after all."""
-    talk = await conversation.load(state)
-    talk.comment_for = None
-    await conversation.save(state, talk)
-    await state.set_state(None)
+async def _noted(
+    escalations: Escalations | None,
+    *,
+    storage: BaseStorage,
+    bot: Bot,
+    chat_id: int,
+    message_id: int,
+    user: User,
+) -> dict[str, Any] | None:
+    """What a review card or an escalation needs of the answer rated down (None: loop off)."""
+    if escalations is None:
+        return None
+    record = await conversation.message_record(storage, bot.id, chat_id, message_id)
+    return await escalations.noted_for(storage, bot.id, chat_id, record, user)
+
+
+async def _comment_request(
+    message: Message, bot: Bot, fsm_storage: BaseStorage
+) -> dict[str, str] | bool:
+    """A filter: the message replies to the bot's request for a comment from this user (the
+    storage is read only for replies to the bot). Gives the handler comment_trace."""
+    record = await conversation.replied_record(message, bot, fsm_storage)
+    if record is None or record.get("comment_by") != record["from"]:
+        return False
+    return {"comment_trace": str(record["trace"]), "comment_review": str(record.get("review", ""))}
+
+
+async def skip(message: Message, bot: Bot, fsm_storage: BaseStorage) -> None:
+    """No comment after all (the request, if this replies to it, is closed)."""
+    replied = message.reply_to_message
+    if replied is not None:
+        await conversation.forget_message(fsm_storage, bot.id, message.chat.id, replied.message_id)
     await message.answer(t("skipped", message.from_user))
 
 
-async def comment(message: Message, tracer: Tracer, state: FSMContext) -> None:
-    """The line after a thumbs-down: the comment of that answer's score."""
-    talk = await conversation.load(state)
-    trace_id = talk.comment_for
-    talk.comment_for = None
-    await conversation.save(state, talk)
-    await state.set_state(None)
-    if trace_id is None:
+async def comment(
+    message: Message,
+    *,
+    comment_trace: str,
+    tracer: Tracer,
+    bot: Bot,
+    fsm_storage: BaseStorage,
+    comment_review: str | None = None,
+    reviews: Reviews | None = None,
+) -> None:
+    """A reply to the request: the comment of that answer's score (once), and of its review
+    card."""
+    user, replied = message.from_user, message.reply_to_message
+    if user is None or replied is None:
         return
     text = " ".join((message.text or "").split())[:500]
-    tracer.score(trace_id, SCORE, 0.0, comment=text, boolean=True, score_id=score_id(trace_id))
-    await message.answer(t("comment_saved", message.from_user))
+    _score(tracer, comment_trace, user, up=False, comment=text)
+    await conversation.forget_message(fsm_storage, bot.id, message.chat.id, replied.message_id)
+    if reviews is not None and comment_review:
+        await reviews.add_comment(bot, comment_review, text)
+    await message.answer(t("comment_saved", user))
+
+
+def _vote(reactions: list[ReactionTypeUnion]) -> set[str]:
+    return {
+        r.emoji for r in reactions if isinstance(r, ReactionTypeEmoji) and r.emoji in (UP, DOWN)
+    }
+
+
+async def reacted(
+    event: MessageReactionUpdated,
+    *,
+    tracer: Tracer,
+    bot: Bot,
+    fsm_storage: BaseStorage,
+    loop: LoopRecords | None = None,
+    escalations: Escalations | None = None,
+    reviews: Reviews | None = None,
+) -> None:
+    """A 👍 or 👎 reaction on an answer: the same score as the buttons (a change updates it);
+    a 👎 also posts a review card."""
+    user = event.user
+    added = _vote(event.new_reaction) - _vote(event.old_reaction)
+    if user is None or len(added) != 1:
+        return  # anonymous, removed, unrelated emoji, or both at once: nothing to record
+    record = await conversation.message_record(fsm_storage, bot.id, event.chat.id, event.message_id)
+    if "trace" not in record or "comment_by" in record:
+        return  # not an answer (or the record expired)
+    _score(tracer, str(record["trace"]), user, up=added == {UP})
+    if added == {DOWN}:
+        await _note_down(
+            loop,
+            fsm_storage,
+            bot=bot,
+            chat_id=event.chat.id,
+            message_id=event.message_id,
+            user=user,
+        )
+        noted = await _noted(
+            escalations,
+            storage=fsm_storage,
+            bot=bot,
+            chat_id=event.chat.id,
+            message_id=event.message_id,
+            user=user,
+        )
+        if noted is not None and reviews is not None:
+            await reviews.post(bot, noted, event.chat.id)
+
+
+async def _note_down(
+    loop: LoopRecords | None,
+    storage: BaseStorage,
+    *,
+    bot: Bot,
+    chat_id: int,
+    message_id: int,
+    user: User,
+) -> None:
+    """A thumbs-down is a gap of the knowledge base: what was asked goes to the owners."""
+    record = await conversation.message_record(storage, bot.id, chat_id, message_id)
+    if loop is None or "question" not in record:
+        return
+    await note_gap(
+        loop,
+        GapRecord(
+            question=str(record["question"]),
+            query=str(record.get("query") or record["question"]),
+            collections=tuple(record.get("collections") or ()),
+            outcome=Outcome.THUMBS_DOWN,
+            language=str(record.get("language") or "en"),
+            trace_id=str(record.get("trace") or "") or None,
+            user=str(user.id),
+        ),
+    )
 
 
 def router() -> Router:
     """A fresh router with this module's handlers (one per Dispatcher)."""
     built = Router(name=__name__)
     built.callback_query.register(rated, Feedback.filter())
-    built.message.register(skip, Command("skip"), StateFilter(AwaitingComment.line))
-    built.message.register(
-        comment, F.text, ~F.text.startswith("/"), StateFilter(AwaitingComment.line)
-    )
+    built.message.register(skip, Command("skip"))
+    built.message.register(comment, F.text, ~F.text.startswith("/"), _comment_request)
+    built.message_reaction.register(reacted)
     return built

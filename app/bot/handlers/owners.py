@@ -1,13 +1,11 @@
-"""Content owners: documents sent to the bot go into a collection they own (asked when they
-own several); /docs lists a collection's documents; /delete removes one after confirmation.
-Anyone else's upload is refused and nothing of it is stored."""
+"""Content owners, in a private chat with the bot: documents sent to it go into a collection
+they own (asked once for files sent together, when they own several); /docs lists a
+collection's documents; /delete removes one after confirmation. In a group these only point
+to the private chat; anyone else's upload is refused; nothing of either is downloaded."""
 
-import io
-import logging
-from collections.abc import Sequence
+import asyncio
 
 from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message, User
@@ -22,20 +20,31 @@ from app.bot.keyboards import (
     collection_buttons,
     confirm_buttons,
 )
-from app.bot.scope import by_index
+from app.bot.locks import ConversationLocks
+from app.bot.scope import by_index, chat_kind
 from app.bot.settings import BotSettings
 from app.bot.texts import t
-from ingestion.pipeline import Ingestor, IngestReport, SourceFile
-from ingestion.readers import is_supported
+from app.bot.uploads import ingest_files
+from ingestion.pipeline import Ingestor
 from kb.store import VectorStore
 
-log = logging.getLogger(__name__)
-_MB = 1024 * 1024
+# Files sent together (an album, several at once) arrive within this many seconds of each
+# other: the one question "which collection?" waits that long, then counts them all.
+GATHER_S = 1.0
 
 
 def _owned(access: Access, user: User) -> list[tuple[int, CollectionConfig]]:
     names = {c.name for c in access.owned(user.id)}
     return [(i, c) for i, c in enumerate(access.collections.values()) if c.name in names]
+
+
+async def _in_private(message: Message, bot: Bot, user: User | None) -> bool:
+    """True in a private chat; in a group, point to the private chat instead."""
+    if chat_kind(message.chat) == "private":
+        return True
+    me = await bot.me()
+    await message.answer(t("owners_private", user, bot=me.username or me.first_name))
+    return False
 
 
 async def upload(
@@ -46,19 +55,25 @@ async def upload(
     bot: Bot,
     ingestor: Ingestor,
     bot_settings: BotSettings,
+    locks: ConversationLocks,
 ) -> None:
     """A document from an owner: ingest it, or ask where it goes first."""
     user, document = message.from_user, message.document
     if user is None or document is None:
         return
     owned = _owned(access, user)
+    if chat_kind(message.chat) != "private":
+        # Files shared in a team chat are not for the bot; an owner's may be, so say where.
+        if owned:
+            await _in_private(message, bot, user)
+        return
     if not owned:
         await message.answer(t("not_owner", user))
         return
     name = document.file_name or f"{document.file_unique_id}.bin"
     pending = PendingUpload(document.file_id, name, document.file_size or 0)
     if len(owned) == 1:
-        await _ingest(
+        await ingest_files(
             message,
             user,
             config=owned[0][1],
@@ -68,13 +83,16 @@ async def upload(
             settings=bot_settings,
         )
         return
-    talk = await conversation.load(state)
-    first = not talk.uploads
-    talk.uploads.append(pending)
-    await conversation.save(state, talk)
-    if first:
+    async with conversation.editing(state, locks) as talk:
+        talk.uploads.append(pending)
+        first = len(talk.uploads) == 1
+    if not first:
+        return  # the question asked for the first file covers this one
+    await asyncio.sleep(GATHER_S)
+    count = len((await conversation.load(state)).uploads)
+    if count:
         await message.answer(
-            t("upload_where", user, count=len(talk.uploads)),
+            t("upload_where", user, count=count),
             reply_markup=collection_buttons(owned, UploadTarget),
         )
 
@@ -88,88 +106,42 @@ async def upload_target(
     bot: Bot,
     ingestor: Ingestor,
     bot_settings: BotSettings,
+    locks: ConversationLocks,
 ) -> None:
     """The owner chose the collection: ingest every pending upload into it."""
     config = by_index(access, callback_data.index)
     message = query.message
-    if config is None or not access.owns(query.from_user.id, config.name):
+    if (
+        config is None
+        or not isinstance(message, Message)
+        or chat_kind(message.chat) != "private"
+        or not access.owns(query.from_user.id, config.name)
+    ):
         await query.answer(t("not_owner", query.from_user), show_alert=True)
         return
-    talk = await conversation.load(state)
-    files, talk.uploads = talk.uploads, []
-    await conversation.save(state, talk)
+    async with conversation.editing(state, locks) as talk:
+        files, talk.uploads = talk.uploads, []
+    if not files:
+        await query.answer(t("upload_nothing", query.from_user), show_alert=True)
+        return
     await query.answer()
-    if isinstance(message, Message) and files:
-        await message.edit_reply_markup(reply_markup=None)
-        await _ingest(
-            message,
-            query.from_user,
-            config=config,
-            files=files,
-            bot=bot,
-            ingestor=ingestor,
-            settings=bot_settings,
-        )
-
-
-async def _ingest(
-    message: Message,
-    user: User,
-    *,
-    config: CollectionConfig,
-    files: Sequence[PendingUpload],
-    bot: Bot,
-    ingestor: Ingestor,
-    settings: BotSettings,
-) -> None:
-    """Download, ingest and report, one line per file (too large and unsupported included)."""
-    lines: list[str] = []
-    sources: list[SourceFile] = []
-    for file in files:
-        if file.size > settings.max_download_mb * _MB:
-            lines.append(_too_large(user, file.file_name, file.size, settings))
-            continue
-        if not is_supported(file.file_name):
-            lines.append(t("unsupported", user, name=file.file_name))
-            continue
-        try:
-            info = await bot.get_file(file.file_id)
-            buffer = io.BytesIO()
-            await bot.download_file(info.file_path or "", destination=buffer)
-        except TelegramBadRequest as exc:
-            if "too big" in exc.message.lower():
-                lines.append(_too_large(user, file.file_name, file.size, settings))
-                continue
-            raise
-        sources.append(
-            SourceFile(file.file_name, f"telegram:{file.file_name}", None, buffer.getvalue())
-        )
-    if sources:
-        await message.answer(t("ingesting", user, count=len(sources), title=config.label))
-        report = await ingestor.ingest(sources, config.name, config.language)
-        lines.extend(_report_lines(report))
-    await message.answer("\n".join(lines))
-
-
-def _too_large(user: User, name: str, size: int, settings: BotSettings) -> str:
-    return t(
-        "too_large", user, name=name, size=round(size / _MB, 1), limit=settings.max_download_mb
+    await message.edit_reply_markup(reply_markup=None)
+    await ingest_files(
+        message,
+        query.from_user,
+        config=config,
+        files=files,
+        bot=bot,
+        ingestor=ingestor,
+        settings=bot_settings,
     )
 
 
-def _report_lines(report: IngestReport) -> list[str]:
-    lines = []
-    for file in report.files:
-        if file.status == "failed":
-            lines.append(f"✗ {file.doc_id}: failed: {file.reason}")
-        else:
-            lines.append(f"✓ {file.doc_id}: {file.status} ({file.chunks} chunks)")
-    return lines
-
-
-async def docs(message: Message, access: Access, store: VectorStore) -> None:
+async def docs(message: Message, access: Access, store: VectorStore, bot: Bot) -> None:
     """The documents of the collection the owner owns (asked when several)."""
     user = message.from_user
+    if not await _in_private(message, bot, user):
+        return
     owned = _owned(access, user) if user else []
     if not owned:
         await message.answer(t("not_owner", user))
@@ -186,12 +158,17 @@ async def docs_of(
 ) -> None:
     """List the chosen collection's documents."""
     config = by_index(access, callback_data.index)
-    if config is None or not access.owns(query.from_user.id, config.name):
+    message = query.message
+    if (
+        config is None
+        or not isinstance(message, Message)
+        or chat_kind(message.chat) != "private"
+        or not access.owns(query.from_user.id, config.name)
+    ):
         await query.answer(t("not_owner", query.from_user), show_alert=True)
         return
     await query.answer()
-    if isinstance(query.message, Message):
-        await query.message.answer(await _listing(store, config, query.from_user))
+    await message.answer(await _listing(store, config, query.from_user))
 
 
 async def _listing(store: VectorStore, config: CollectionConfig, user: User | None) -> str:
@@ -200,8 +177,11 @@ async def _listing(store: VectorStore, config: CollectionConfig, user: User | No
     documents = await store.list_documents(config.name)
     if not documents:
         return t("docs_none", user, title=config.label)
-    lines = [f"{config.label}: {len(documents)}"]
-    lines += [f"• {d.doc_id} ({d.title}, {d.stored_chunks})" for d in documents[:100]]
+    lines = [t("docs_count", user, title=config.label, count=len(documents))]
+    lines += [
+        t("docs_line", user, doc=d.doc_id, title=d.title, chunks=d.stored_chunks)
+        for d in documents[:100]
+    ]
     return "\n".join(lines)[:4000]
 
 
@@ -212,9 +192,13 @@ async def delete(
     access: Access,
     state: FSMContext,
     store: VectorStore,
+    bot: Bot,
+    locks: ConversationLocks,
 ) -> None:
     """Ask to confirm removing a document from a collection the user owns."""
     user = message.from_user
+    if not await _in_private(message, bot, user):
+        return
     owned = _owned(access, user) if user else []
     doc_id = (command.args or "").strip()
     if not owned:
@@ -227,9 +211,8 @@ async def delete(
         if await store.get_collection(config.name) is None:
             continue
         if any(d.doc_id == doc_id for d in await store.list_documents(config.name)):
-            talk = await conversation.load(state)
-            talk.delete = [config.name, doc_id]
-            await conversation.save(state, talk)
+            async with conversation.editing(state, locks) as talk:
+                talk.delete = [config.name, doc_id]
             await message.answer(
                 t("delete_confirm", user, doc=doc_id, title=config.label),
                 reply_markup=confirm_buttons(t("yes", user), t("no", user)),
@@ -245,11 +228,11 @@ async def delete_confirmed(
     access: Access,
     state: FSMContext,
     ingestor: Ingestor,
+    locks: ConversationLocks,
 ) -> None:
     """Delete (or cancel) the pending deletion."""
-    talk = await conversation.load(state)
-    pending, talk.delete = talk.delete, None
-    await conversation.save(state, talk)
+    async with conversation.editing(state, locks) as talk:
+        pending, talk.delete = talk.delete, None
     await query.answer()
     message = query.message if isinstance(query.message, Message) else None
     if message is not None:
@@ -259,7 +242,7 @@ async def delete_confirmed(
             await message.answer(t("cancelled", query.from_user))
         return
     name, doc_id = pending
-    if not access.owns(query.from_user.id, name):
+    if chat_kind(message.chat) != "private" or not access.owns(query.from_user.id, name):
         await message.answer(t("not_owner", query.from_user))
         return
     removed = await ingestor.delete(name, doc_id)

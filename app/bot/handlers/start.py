@@ -1,4 +1,5 @@
-"""/start, /help and /collection: greeting, usage, and choosing the knowledge base."""
+"""/start, /help, /new and /collection: greeting, usage, a fresh conversation, and choosing
+the knowledge base."""
 
 from aiogram import Router
 from aiogram.filters import Command, CommandStart
@@ -8,6 +9,7 @@ from aiogram.types import CallbackQuery, Message
 from app.bot import conversation
 from app.bot.access import Access
 from app.bot.keyboards import ChooseCollection, collection_buttons
+from app.bot.locks import ConversationLocks
 from app.bot.scope import by_index, readable
 from app.bot.texts import t
 
@@ -19,8 +21,16 @@ async def start(message: Message, access: Access) -> None:
 
 
 async def help_(message: Message) -> None:
-    """Usage."""
-    await message.answer(t("help", message.from_user))
+    """Usage, in the user's language."""
+    user = message.from_user
+    await message.answer(f"{t('help', user)}\n{t('help_conversation', user)}")
+
+
+async def new(message: Message, state: FSMContext, locks: ConversationLocks) -> None:
+    """A fresh conversation: history and pending clarification gone, collection kept."""
+    async with conversation.editing(state, locks) as talk:
+        talk.reset()
+    await message.answer(t("new_conversation", message.from_user))
 
 
 async def choose(message: Message, access: Access) -> None:
@@ -30,7 +40,7 @@ async def choose(message: Message, access: Access) -> None:
 
 async def _offer(message: Message, access: Access) -> None:
     user = message.from_user
-    options = readable(access, user.id if user else 0, message.chat)
+    options = await readable(access, user.id if user else 0, message.chat)
     if not options:
         await message.answer(t("no_access", user))
     elif len(options) == 1:
@@ -42,18 +52,22 @@ async def _offer(message: Message, access: Access) -> None:
 
 
 async def chosen(
-    query: CallbackQuery, callback_data: ChooseCollection, access: Access, state: FSMContext
+    query: CallbackQuery,
+    callback_data: ChooseCollection,
+    access: Access,
+    state: FSMContext,
+    locks: ConversationLocks,
 ) -> None:
     """Remember the chosen collection, if this chat may read it."""
     config = by_index(access, callback_data.index)
     chat = query.message.chat if query.message else None
-    allowed = {c.name for _, c in readable(access, query.from_user.id, chat)} if chat else set()
+    options = await readable(access, query.from_user.id, chat) if chat else []
+    allowed = {c.name for _, c in options}
     if config is None or config.name not in allowed:
         await query.answer(t("no_access", query.from_user), show_alert=True)
         return
-    state_data = await conversation.load(state)
-    state_data.collection = config.name
-    await conversation.save(state, state_data)
+    async with conversation.editing(state, locks) as talk:
+        talk.collection = config.name
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_text(t("chosen", query.from_user, title=config.label))
@@ -64,6 +78,7 @@ def router() -> Router:
     built = Router(name=__name__)
     built.message.register(start, CommandStart())
     built.message.register(help_, Command("help"))
+    built.message.register(new, Command("new", "reset"))
     built.message.register(choose, Command("collection"))
     built.callback_query.register(chosen, ChooseCollection.filter())
     return built

@@ -1,0 +1,1 @@
+"""The knowledge loop: unanswered questions reach the owners, feedback reaches support staff."""
