@@ -6,7 +6,7 @@ Installed at start (`install`); the secrets come from the settings objects (`sec
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields, is_dataclass
 from urllib.parse import urlsplit
 
@@ -71,20 +71,27 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Mask the message (arguments merged in), the traceback and the stack."""
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # arguments that do not fit the format
-            message = f"{record.msg} {record.args}"
-        record.msg, record.args = self.redact(message), None
-        if record.exc_info:
-            # Formatters print exc_text when there is no exc_info: the traceback, masked.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
+        rewrite_record(record, self.redact)
         return True
+
+
+def rewrite_record(record: logging.LogRecord, redact: Callable[[str], str]) -> None:
+    """Rewrite a log record in place through redact: its message (arguments merged in), its
+    traceback (formatted now: formatters print exc_text when there is no exc_info) and its
+    stack. Shared by every filter that masks log lines (secrets here, personal data in
+    app.pii.logs)."""
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):  # arguments that do not fit the format
+        message = f"{record.msg} {record.args}"
+    record.msg, record.args = redact(message), None
+    if record.exc_info:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.exc_info = None
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
 
 
 def install(secrets: Iterable[str] = (), logger: logging.Logger | None = None) -> RedactSecrets:

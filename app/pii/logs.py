@@ -5,23 +5,13 @@ handlers; either order works, as both rewrite the record in place."""
 import logging
 import threading
 
+from app.logsafe import rewrite_record
 from app.pii.masker import Masker
 
 
 def mask_record(record: logging.LogRecord, masker: Masker) -> None:
     """Rewrite a record with its personal data masked: message, traceback, stack."""
-    try:
-        message = record.getMessage()
-    except (TypeError, ValueError):  # arguments that do not fit the format
-        message = f"{record.msg} {record.args}"
-    record.msg, record.args = masker.redact(message), None
-    if record.exc_info:
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.exc_info = None
-    if record.exc_text:
-        record.exc_text = masker.redact(record.exc_text)
-    if record.stack_info:
-        record.stack_info = masker.redact(record.stack_info)
+    rewrite_record(record, masker.redact)
 
 
 class MaskPii(logging.Filter):

@@ -5,6 +5,7 @@ too. A removed reaction keeps the score: Langfuse keeps a score until it is repl
 taking a reaction back is no verdict on the answer."""
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 from aiogram import Bot, F, Router
@@ -23,6 +24,7 @@ from aiogram.types import (
 from app.bot import conversation
 from app.bot.keyboards import Feedback
 from app.bot.texts import t
+from app.loop.cards import Card
 from app.loop.escalation import Escalations
 from app.loop.records import GapRecord, LoopRecords, Outcome, note_gap
 from app.loop.review import Reviews
@@ -67,15 +69,6 @@ async def rated(
     await query.answer(t("thanks", user))
     if not isinstance(message, Message):
         return
-    if not callback_data.up:
-        await _note_down(
-            loop,
-            fsm_storage,
-            bot=bot,
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            user=user,
-        )
     private = message.chat.type == "private"
     if private:
         # In a group the buttons stay: everyone rates for themselves.
@@ -95,39 +88,19 @@ async def rated(
         ),
     )
     record: dict[str, object] = {"trace": callback_data.trace, "comment_by": user.id}
-    noted = await _noted(
-        escalations,
-        storage=fsm_storage,
-        bot=bot,
+    noted, card = await _rated_down(
+        RatedDown(loop, escalations, reviews, fsm_storage, bot),
         chat_id=message.chat.id,
         message_id=message.message_id,
         user=user,
     )
-    if noted is not None and reviews is not None:
-        card = await reviews.post(bot, noted, message.chat.id)
-        if card is not None:
-            record["review"] = card.id  # the comment joins the review card
+    if card is not None:
+        record["review"] = card.id  # the comment joins the review card
     await conversation.mark_messages(
         fsm_storage, bot.id, message.chat.id, [prompt.message_id], record
     )
     if noted is not None and escalations is not None:
         await escalations.offer(bot, message, noted, user, fsm_storage)
-
-
-async def _noted(
-    escalations: Escalations | None,
-    *,
-    storage: BaseStorage,
-    bot: Bot,
-    chat_id: int,
-    message_id: int,
-    user: User,
-) -> dict[str, Any] | None:
-    """What a review card or an escalation needs of the answer rated down (None: loop off)."""
-    if escalations is None:
-        return None
-    record = await conversation.message_record(storage, bot.id, chat_id, message_id)
-    return await escalations.noted_for(storage, bot.id, chat_id, record, user)
 
 
 async def _comment_request(
@@ -199,51 +172,51 @@ async def reacted(
         return  # not an answer (or the record expired)
     _score(tracer, str(record["trace"]), user, up=added == {UP})
     if added == {DOWN}:
-        await _note_down(
-            loop,
-            fsm_storage,
-            bot=bot,
+        await _rated_down(
+            RatedDown(loop, escalations, reviews, fsm_storage, bot),
             chat_id=event.chat.id,
             message_id=event.message_id,
             user=user,
         )
-        noted = await _noted(
-            escalations,
-            storage=fsm_storage,
-            bot=bot,
-            chat_id=event.chat.id,
-            message_id=event.message_id,
-            user=user,
+
+
+@dataclass(frozen=True, slots=True)
+class RatedDown:
+    """What a thumbs-down reaches: the owners' gap records, the experts, the review chat."""
+
+    loop: LoopRecords | None
+    escalations: Escalations | None
+    reviews: Reviews | None
+    storage: BaseStorage
+    bot: Bot
+
+
+async def _rated_down(
+    to: RatedDown, *, chat_id: int, message_id: int, user: User
+) -> tuple[dict[str, Any] | None, Card | None]:
+    """A thumbs-down on an answer: what was asked becomes a gap for the owners, and a review
+    card when there is a review chat. Returns what the answer's message noted (for an expert's
+    card; None when the loop is off or it has expired) and the review card posted."""
+    record = await conversation.message_record(to.storage, to.bot.id, chat_id, message_id)
+    if to.loop is not None and "question" in record:
+        await note_gap(
+            to.loop,
+            GapRecord(
+                question=str(record["question"]),
+                query=str(record.get("query") or record["question"]),
+                collections=tuple(record.get("collections") or ()),
+                outcome=Outcome.THUMBS_DOWN,
+                language=str(record.get("language") or "en"),
+                trace_id=str(record.get("trace") or "") or None,
+                user=str(user.id),
+            ),
         )
-        if noted is not None and reviews is not None:
-            await reviews.post(bot, noted, event.chat.id)
-
-
-async def _note_down(
-    loop: LoopRecords | None,
-    storage: BaseStorage,
-    *,
-    bot: Bot,
-    chat_id: int,
-    message_id: int,
-    user: User,
-) -> None:
-    """A thumbs-down is a gap of the knowledge base: what was asked goes to the owners."""
-    record = await conversation.message_record(storage, bot.id, chat_id, message_id)
-    if loop is None or "question" not in record:
-        return
-    await note_gap(
-        loop,
-        GapRecord(
-            question=str(record["question"]),
-            query=str(record.get("query") or record["question"]),
-            collections=tuple(record.get("collections") or ()),
-            outcome=Outcome.THUMBS_DOWN,
-            language=str(record.get("language") or "en"),
-            trace_id=str(record.get("trace") or "") or None,
-            user=str(user.id),
-        ),
-    )
+    if to.escalations is None:
+        return None, None
+    noted = await to.escalations.noted_for(to.storage, to.bot.id, chat_id, record, user)
+    if noted is None or to.reviews is None:
+        return noted, None
+    return noted, await to.reviews.post(to.bot, noted, chat_id)
 
 
 def router() -> Router:
