@@ -27,6 +27,7 @@ from app.llm.base import (
     LLMClient,
     Message,
     OnDelta,
+    WrappedLLM,
 )
 from app.prompts import PromptStore
 from app.settings import ChainSettings
@@ -58,21 +59,8 @@ class _RecordingRetriever(Retriever):
         return passages
 
 
-class _CountingLLM:
+class _CountingLLM(WrappedLLM):
     """A step's client, counting the tokens of its completions for the current item."""
-
-    def __init__(self, inner: LLMClient) -> None:
-        self._inner = inner
-
-    @property
-    def model(self) -> str:
-        """The wrapped client's model."""
-        return self._inner.model
-
-    @property
-    def parallel(self) -> bool:
-        """The wrapped client's concurrency."""
-        return self._inner.parallel
 
     async def complete(
         self,
@@ -83,9 +71,7 @@ class _CountingLLM:
         on_delta: OnDelta | None = None,
     ) -> Completion:
         """The wrapped completion; its usage is added to the item's record."""
-        completion = await self._inner.complete(
-            messages, regex=regex, params=params, on_delta=on_delta
-        )
+        completion = await super().complete(messages, regex=regex, params=params, on_delta=on_delta)
         record = _RECORD.get()
         if record is not None:
             record.prompt_tokens += completion.usage.prompt_tokens

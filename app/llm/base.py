@@ -90,3 +90,36 @@ class LikelihoodScorer(Protocol):
     ) -> list[float]:
         """The reply's mean log-probability per token as the answer to each prompt."""
         ...
+
+
+class WrappedLLM:
+    """An LLMClient around another, passing everything through: subclasses override what they
+    change (the eval's token counting, personal-data masking)."""
+
+    def __init__(self, inner: LLMClient) -> None:
+        self._inner = inner
+
+    @property
+    def model(self) -> str:
+        """The wrapped client's model."""
+        return self._inner.model
+
+    @property
+    def parallel(self) -> bool:
+        """The wrapped client's concurrency."""
+        return self._inner.parallel
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        regex: str | None = None,
+        params: GenerationParams = GenerationParams(),
+        on_delta: OnDelta | None = None,
+    ) -> Completion:
+        """The wrapped client's completion."""
+        return await self._inner.complete(messages, regex=regex, params=params, on_delta=on_delta)
+
+    async def aclose(self) -> None:
+        """Close the wrapped client."""
+        await self._inner.aclose()

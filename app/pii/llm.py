@@ -7,29 +7,26 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from app.llm.base import Completion, GenerationParams, LLMClient, Message, OnDelta
+from app.llm.base import (
+    Completion,
+    GenerationParams,
+    LLMClient,
+    Message,
+    OnDelta,
+    WrappedLLM,
+)
 from app.pii.masker import Masker
 
 # A piece that ends inside a possible placeholder is held back until the placeholder closes.
 _OPEN_TAIL = re.compile(r"\[[A-Z_0-9]{0,20}$")
 
 
-class MaskingLLM:
+class MaskingLLM(WrappedLLM):
     """Wraps any LLMClient; the mask of one call covers all of its messages."""
 
     def __init__(self, inner: LLMClient, masker: Masker) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._masker = masker
-
-    @property
-    def model(self) -> str:
-        """The wrapped client's model."""
-        return self._inner.model
-
-    @property
-    def parallel(self) -> bool:
-        """As the wrapped client."""
-        return self._inner.parallel
 
     async def complete(
         self,
@@ -52,10 +49,6 @@ class MaskingLLM:
         if relay is not None:
             await relay.flush()
         return replace(completion, text=Masker.unmask(completion.text, mapping))
-
-    async def aclose(self) -> None:
-        """Close the wrapped client."""
-        await self._inner.aclose()
 
     def _mask_all(self, messages: Sequence[Message]) -> tuple[list[Message], dict[str, str]]:
         mapping: dict[str, str] = {}
