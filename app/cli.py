@@ -45,10 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     push = actions.add_parser("push", help="upload the prompt files as new Langfuse versions")
     push.add_argument("--label", help="label for the new versions (default: LANGFUSE_PROMPT_LABEL)")
     push.add_argument("--force", action="store_true", help="push even when unchanged")
+    from app.ab.cli import add_report_parser
+
+    add_report_parser(actions)
     from app.eval.command import add_parser as add_eval
 
     add_eval(commands)
     loop_cli.add_parser(commands)
+    from app.ops.commands import add_parsers as add_ops
+
+    add_ops(commands)
     return parser
 
 
@@ -147,6 +153,10 @@ async def _smoke(args: argparse.Namespace) -> int:
 
 async def _prompts(args: argparse.Namespace) -> int:
     settings = load_settings(LangfuseSettings)
+    if args.action == "report":
+        from app.ab.cli import run_report
+
+        return await run_report(args, settings)
     files = load_prompt_files(Settings.load().chain.prompts_dir)
     if args.action == "check":
         for name, prompt in files.items():
@@ -173,10 +183,32 @@ async def _gaps(args: argparse.Namespace) -> int:
     return await loop_cli.run(args, Settings.load())
 
 
+async def _forget_user(args: argparse.Namespace) -> int:
+    from app.ops.commands import run_forget
+
+    return await run_forget(args)
+
+
+async def _retention(args: argparse.Namespace) -> int:
+    from app.ops.commands import run_retention
+
+    return await run_retention(args)
+
+
 async def _eval(args: argparse.Namespace) -> int:
     from app.eval.command import run_eval
 
     return await run_eval(args)
+
+
+def _log_format() -> str:
+    """LOG_FORMAT (text when unset or invalid: the bot's own start then names the problem)."""
+    from app.ops.settings import OpsSettings
+
+    try:
+        return load_settings(OpsSettings).log_format
+    except KBError:
+        return "text"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Bot tokens and URL passwords by their shape now; the bot adds its configured secrets.
     logsafe.install()
+    if _log_format() == "json":
+        logsafe.use_json()
     command = {
         "ask": _ask,
         "prompts": _prompts,
@@ -195,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "smoke": _smoke,
         "eval": _eval,
         "gaps": _gaps,
+        "forget-user": _forget_user,
+        "retention": _retention,
     }[name]
     try:
         return asyncio.run(command(args))

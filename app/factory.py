@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app.cache import AnswerCache
 from app.chain.chain import Chain
 from app.errors import PromptError
 from app.llm.base import LLMClient
@@ -81,6 +82,7 @@ async def build_services(settings: Settings) -> Services:
             files,
             tracer.langfuse,
             label=settings.langfuse.prompt_label,
+            variants=settings.prompts.parsed,
             refresh_s=settings.langfuse.prompt_refresh_s,
             fetch_timeout_s=settings.langfuse.prompt_fetch_timeout_s,
         )
@@ -95,6 +97,7 @@ async def build_services(settings: Settings) -> Services:
         prompts=prompts,
         tracer=tracer,
         settings=settings.chain,
+        cache=_cache(settings, store, searcher, prompts, tracer),
     )
     log.info(
         "LLM: %s; answers: %s; tracing %s",
@@ -112,6 +115,26 @@ async def build_services(settings: Settings) -> Services:
         masker=masker,
     )
     return Services(settings, store, searcher, llm, prompts, tracer, chain, loop, masker)
+
+
+def _cache(
+    settings: Settings,
+    store: VectorStore,
+    searcher: HybridSearcher,
+    prompts: PromptStore,
+    tracer: Tracer,
+) -> AnswerCache | None:
+    """The answer cache in the store's sys-cache collection (None with CACHE_MODE=off)."""
+    if settings.cache.mode == "off":
+        return None
+    return AnswerCache(
+        store,
+        searcher.dense,
+        searcher.sparse,
+        prompts=prompts,
+        settings=settings.cache,
+        tracer=tracer,
+    )
 
 
 async def _masker(settings: Settings) -> "Masker | None":

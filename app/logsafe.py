@@ -4,10 +4,12 @@ arguments and the formatted traceback (an aiohttp error carries the file URL, to
 
 Installed at start (`install`); the secrets come from the settings objects (`secrets_of`)."""
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import fields, is_dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
@@ -110,3 +112,37 @@ def install(secrets: Iterable[str] = (), logger: logging.Logger | None = None) -
     if installed is None:  # no handler yet: the filter is returned for the caller to use
         installed = RedactSecrets(secrets)
     return installed
+
+
+# Fields a record may carry in `extra` that a JSON line shows as its own keys.
+JSON_FIELDS = ("trace_id", "outcome", "latency_ms", "steps_ms", "collections", "cached")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (LOG_FORMAT=json): time, level, logger, message, the fields of
+    JSON_FIELDS a record carries, and the traceback. Secrets are masked before this runs (the
+    filter rewrites the message and traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in JSON_FIELDS:
+            if hasattr(record, name):
+                line[name] = getattr(record, name)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def use_json(logger: logging.Logger | None = None) -> None:
+    """Format every handler of the root logger (or `logger`) as JSON lines."""
+    target = logging.getLogger() if logger is None else logger
+    for handler in target.handlers:
+        handler.setFormatter(JsonFormatter())

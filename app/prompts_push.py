@@ -1,4 +1,5 @@
-"""`python -m app prompts push`: the prompt files as new Langfuse versions."""
+"""`python -m app prompts push`: the prompt files as new Langfuse versions; a variant file
+(`answer.prod-b.md`) becomes a version of its prompt with its own label."""
 
 import logging
 from collections.abc import Mapping
@@ -25,12 +26,14 @@ def _current(langfuse: Langfuse, name: str, label: str) -> ChatPromptClient | No
 
 
 def push_prompts(
-    langfuse: Langfuse, files: Mapping[str, Prompt], label: str, force: bool = False
+    langfuse: Langfuse, files: Mapping[str, Prompt], default_label: str, force: bool = False
 ) -> list[str]:
-    """Create a version of each prompt whose text or config differs from the labelled one;
-    returns one line per prompt saying what was done."""
+    """Create a version of each prompt whose text or config differs from the labelled one
+    (the default files with default_label, variant files with their own); returns one line per
+    file saying what was done."""
     lines = []
-    for name, prompt in files.items():
+    for prompt in files.values():
+        name, label = prompt.name, prompt.label or default_label
         messages, config = prompt.to_langfuse()
         current = _current(langfuse, name, label)
         if (

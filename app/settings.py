@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.ab.variants import Variant, parse_variants
 from kb.settings import (
     EmbeddingSettings,
     QdrantSettings,
@@ -97,6 +98,28 @@ class LangfuseSettings(BaseSettings):
         return bool(self.public_key and self.secret_key and self.secret_key.get_secret_value())
 
 
+class PromptSettings(BaseSettings):
+    """Prompt A/B (PROMPT_VARIANTS): per prompt, the labels users are split between and their
+    weights, "answer=production:50,prod-b:50;clarify=production:90,prod-b:10" (app/ab)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROMPT_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    variants: str = ""
+
+    @field_validator("variants")
+    @classmethod
+    def _valid_variants(cls, value: str) -> str:
+        parse_variants(value)
+        return value
+
+    @property
+    def parsed(self) -> dict[str, tuple[Variant, ...]]:
+        """The variants by prompt name."""
+        return parse_variants(self.variants)
+
+
 class ChainSettings(BaseSettings):
     """The answer chain: how much is retrieved and how much of it the LLM sees."""
 
@@ -167,6 +190,22 @@ class LoopSettings(BaseSettings):
     language: Literal["en", "ru"] = "ru"
 
 
+class CacheSettings(BaseSettings):
+    """The answer cache (CACHE_*, app/cache): off; exact (the same normalised question in the
+    same scope); or semantic (a paraphrase too, within a calibrated similarity and guards)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CACHE_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    mode: Literal["off", "exact", "semantic"] = "semantic"
+    # A cached answer is served this long at most (new documents reach answers by then).
+    ttl_hours: float = Field(default=24.0, gt=0)
+    # Cosine a paraphrase needs (unset: the value calibrated for the cache's model by
+    # bench/cache.py; a model with no calibration gets the exact tier only).
+    semantic_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every concern's settings, read once at start-up."""
@@ -179,6 +218,8 @@ class Settings:
     chain: ChainSettings
     pii: PiiSettings = field(default_factory=PiiSettings)
     loop: LoopSettings = field(default_factory=LoopSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @classmethod
     def load(cls) -> "Settings":
@@ -192,4 +233,6 @@ class Settings:
             chain=load_settings(ChainSettings),
             pii=load_settings(PiiSettings),
             loop=load_settings(LoopSettings),
+            prompts=load_settings(PromptSettings),
+            cache=load_settings(CacheSettings),
         )

@@ -172,8 +172,10 @@ class Tracer:
         params: Mapping[str, Any],
         prompt: PromptClient | None,
         prompt_version: str,
+        prompt_variant: str | None = None,
     ) -> AbstractContextManager[Observation]:
-        """A generation for one LLM call, inside the current step's span."""
+        """A generation for one LLM call, inside the current step's span; the prompt's
+        variant (its label, prompt A/B) goes into the metadata beside its version."""
         if self._langfuse is None:
             return nullcontext(_OFF)
         return self._observe(
@@ -183,7 +185,11 @@ class Tracer:
             model=model,
             model_parameters=dict(params),
             prompt=prompt,
-            metadata={"prompt_name": name, "prompt_version": prompt_version},
+            metadata={
+                "prompt_name": name,
+                "prompt_version": prompt_version,
+                "prompt_variant": prompt_variant,
+            },
         )
 
     @contextmanager

@@ -4,7 +4,11 @@ OpenAI-compatible fake LLM (in its own process, like vLLM) that answers each req
 fixed latency. Reports how many were answered, errors, the wall time and the 95th percentile
 of the time from a user's message to the bot's final reply. Each question needs two LLM
 latencies in a row (relevance and clarify side by side, then the answer), so wall_s can't be
-below 2x the latency; the rest is the bot's own work for all N users."""
+below 2x the latency; the rest is the bot's own work for all N users. Where it goes, per user
+(median_ms, and slowest_ms for the user who sets wall_s): before the chain starts (polling,
+dispatch, the handler), retrieval, the verdicts and the answer beyond the LLM's latency, and
+after the chain (the final reply); cpu_s is this process's CPU time meanwhile (the bot and
+the fake Bot API server), api_calls counts the Bot API calls of the run."""
 
 import argparse
 import asyncio
@@ -24,11 +28,12 @@ from app.bot.access import load_collections
 from app.bot.app import BotDeps, build_dispatcher
 from app.bot.settings import BotSettings
 from app.chain.chain import Chain
+from app.chain.types import ChainResult
 from app.llm.base import LLMClient
 from app.llm.router import aclose_all, build_llm_clients
 from app.prompts import PromptStore, load_prompt_files
 from app.settings import ChainSettings, LLMSettings
-from app.tracing import Tracer
+from app.tracing import Tracer, trace_id_for
 from bench._common import fresh_bench, print_result
 from ingestion.pipeline import discover
 from kb.search import HybridSearcher
@@ -75,6 +80,63 @@ def _final(telegram: FakeTelegramServer, user: int) -> float | None:
     return None
 
 
+def record_runs(chain: Chain) -> dict[str, tuple[float, dict[str, float]]]:
+    """When each run of the chain ended and its step times, by trace id (filled as they end)."""
+    finished: dict[str, tuple[float, dict[str, float]]] = {}
+
+    def note(result: ChainResult) -> None:
+        finished[result.trace_id] = (time.monotonic(), dict(result.timings))
+
+    chain.result_hooks.append(note)
+    return finished
+
+
+PARTS = ("before", "retrieve", "verdicts", "answer", "after")
+
+
+def user_parts(
+    pushed: Any, final: float, run: tuple[float, dict[str, float]], latency: float
+) -> tuple[float, ...]:
+    """Where one user's time went (seconds): from the message to the chain's start (polling,
+    dispatch, the handler's own work), retrieval, the verdicts and the answer beyond the LLM's
+    latency (the client, waiting for the loop), from the chain's end to the final reply."""
+    end, ms = run
+    verdicts = max(ms.get("relevance", 0.0), ms.get("clarify", 0.0)) / 1000
+    return (
+        end - ms["total"] / 1000 - pushed.at,
+        ms.get("retrieve", 0.0) / 1000,
+        verdicts - latency,
+        ms.get("answer", 0.0) / 1000 - latency,
+        final - end,
+    )
+
+
+def breakdown(
+    sent: dict[int, Any],
+    done: dict[int, float | None],
+    finished: dict[str, tuple[float, dict[str, float]]],
+    latency: float,
+) -> dict[str, Any]:
+    """The parts of user_parts in ms: the median over users, and the slowest user's (who
+    sets wall_s)."""
+    rows = {}
+    for user, pushed in sent.items():
+        run = finished.get(trace_id_for(f"{user}:{pushed.message_id}:"))
+        final = done.get(user)
+        if run is not None and final is not None:
+            rows[final - pushed.at] = user_parts(pushed, final, run, latency)
+    if not rows:
+        return {}
+    columns = list(zip(*rows.values(), strict=True))
+    slowest = rows[max(rows)]
+    return {
+        "median_ms": {
+            p: round(statistics.median(c) * 1000, 1) for p, c in zip(PARTS, columns, strict=True)
+        },
+        "slowest_ms": {p: round(v * 1000, 1) for p, v in zip(PARTS, slowest, strict=True)},
+    }
+
+
 async def run(users: int, latency: float) -> dict[str, Any]:
     """Start everything, send every user's question at once, wait for all replies."""
     ports: multiprocessing.Queue[int] = multiprocessing.Queue()
@@ -89,7 +151,9 @@ async def run(users: int, latency: float) -> dict[str, Any]:
         collections = Path(tmp) / "collections.yaml"
         collections.write_text("collections:\n  - name: company\n    readers: everyone\n")
         async with fresh_bench() as bench:
-            await bench.ingestor.ingest(discover([ROOT / "samples" / "en"]), "company")
+            report = await bench.ingestor.ingest(discover([ROOT / "samples" / "en"]), "company")
+            if not report.chunks_written:
+                raise SystemExit("the sample documents were not ingested: nothing to answer from")
             llm = build_llm_clients(
                 LLMSettings(base_url=llm_url, model="fake", timeout_s=30),
                 embedded=_no_embedded_model,
@@ -105,6 +169,7 @@ async def run(users: int, latency: float) -> dict[str, Any]:
                 tracer=Tracer(None),
                 settings=chain_settings,
             )
+            finished = record_runs(chain)
             settings = BotSettings(token=SecretStr(telegram.token), collections_file=collections)
             access = load_collections(collections, [])
             dp = build_dispatcher(
@@ -120,16 +185,20 @@ async def run(users: int, latency: float) -> dict[str, Any]:
             await telegram.wait_for(lambda: _final(telegram, 10_000), timeout=60)
             telegram.clear_records()
             started = time.monotonic()
-            sent = {
-                user: telegram.push_message(user, QUESTIONS[user % len(QUESTIONS)]).at
+            cpu_started = time.process_time()
+            pushed = {
+                user: telegram.push_message(user, QUESTIONS[user % len(QUESTIONS)])
                 for user in range(1, users + 1)
             }
+            sent = {user: update.at for user, update in pushed.items()}
             deadline = started + max(60.0, latency * 20)
             while time.monotonic() < deadline:
                 done = {u: _final(telegram, u) for u in sent}
                 if all(done.values()):
                     break
                 await asyncio.sleep(0.05)
+            # The bot's and the fake Bot API server's CPU time (the LLM is another process).
+            cpu_s = time.process_time() - cpu_started
             await dp.stop_polling()
             await polling
             await aclose_all(llm)
@@ -142,6 +211,9 @@ async def run(users: int, latency: float) -> dict[str, Any]:
     wall = max((done[u] or deadline) for u in sent) - started
     times = sorted(replies.values())
     p95 = statistics.quantiles(times, n=100, method="inclusive")[94] if len(times) > 1 else 0.0
+    calls: dict[str, int] = {}
+    for call in telegram.calls():
+        calls[call.method] = calls.get(call.method, 0) + 1
     return {
         "users": users,
         "answered": len(replies),
@@ -150,6 +222,9 @@ async def run(users: int, latency: float) -> dict[str, Any]:
         "p95_reply_s": round(p95, 3),
         "llm_latency_s": latency,
         "wall_over_latency": round(wall / latency, 2) if latency else None,
+        "cpu_s": round(cpu_s, 3),
+        **breakdown(pushed, done, finished, latency),
+        "api_calls": calls,
     }
 
 

@@ -6,7 +6,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Literal
 
 from ingestion.chunking import chunk_document
 from ingestion.errors import UnreadableDocumentError
+from ingestion.originals import Originals
 from ingestion.readers import read_document, too_large
 from ingestion.settings import IngestionSettings
 from kb.embedder import (
@@ -46,6 +48,14 @@ class SourceFile:
     data: bytes | None = None
     # Where the original can be fetched again by id (a Telegram file_id), kept with the chunks.
     file_id: str | None = None
+    # The file name whose suffix picks the reader, when the id has none (a URL, a page id).
+    name: str | None = None
+    # Set by a sync (ingestion/sources): the source's label and version, who may read it at
+    # the source, and what it told about it; kept in every chunk.
+    synced_from: str | None = None
+    source_version: str | None = None
+    access: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     def size(self) -> int:
         """Size in bytes, without reading the file."""
@@ -129,6 +139,10 @@ class Ingestor:
         # Documents read and chunked at once (each holds its bytes and text in memory).
         self._reading = asyncio.Semaphore(settings.max_concurrent_documents)
         self._calibrating = asyncio.Lock()
+        # Told every report (the bot's metrics); and the kept originals, deleted with their
+        # document (ingestion/originals.py).
+        self.on_report: Callable[[IngestReport], None] | None = None
+        self.originals: Originals | None = None
 
     async def ensure_collection(
         self, name: str, language: str | None = None
@@ -192,7 +206,11 @@ class Ingestor:
             if sum(len(p.chunks) for p in pending) >= self.settings.embed_group_chunks:
                 await write_pending()
         await write_pending()
+        if report.count("added") or report.count("replaced"):
+            await touch_collection(self.store, collection)
         report.seconds = time.perf_counter() - started
+        if self.on_report is not None:
+            self.on_report(report)
         return report
 
     async def _prepare(
@@ -241,7 +259,7 @@ class Ingestor:
         """Read and chunk one document (blocking) for a collection embedded by dense; raises
         UnreadableDocumentError. digest is the content hash of data when the caller has it."""
         digest = digest or content_hash(data)
-        doc = read_document(source.doc_id, data, self.settings.reader_limits())
+        doc = read_document(source.name or source.doc_id, data, self.settings.reader_limits())
         pieces = chunk_document(
             doc,
             dense.count_tokens,
@@ -268,6 +286,11 @@ class Ingestor:
                 source=doc.url or source.source,
                 page=piece.page,
                 file_id=source.file_id,
+                access={key: list(values) for key, values in source.access.items()},
+                synced_from=source.synced_from,
+                source_version=source.source_version,
+                synced_at=now if source.synced_from else None,
+                metadata=dict(source.metadata),
             )
             for index, piece in enumerate(pieces)
         ]
@@ -324,8 +347,22 @@ class Ingestor:
         return FileReport(prepared.doc_id, prepared.status, chunks=len(points))
 
     async def delete(self, collection: str, doc_id: str) -> int:
-        """Remove a document from a collection; returns the number of chunks removed."""
-        return await self.store.delete_document(collection, doc_id)
+        """Remove a document (and its kept original) from a collection; returns the number of
+        chunks removed."""
+        removed = await self.store.delete_document(collection, doc_id)
+        if removed:
+            await touch_collection(self.store, collection)
+        if self.originals is not None:
+            await asyncio.to_thread(self.originals.delete, collection, doc_id)
+        return removed
+
+
+async def touch_collection(store: VectorStore, collection: str) -> None:
+    """Note that the collection's documents changed (a new generation in its spec): answers
+    cached before are not served after (app/cache keys on it)."""
+    spec = await store.get_collection(collection)
+    if spec is not None:
+        await store.update_collection(replace(spec, generation=uuid.uuid4().hex[:16]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """Ingestion settings (INGEST_*)."""
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.readers.base import ReaderLimits
@@ -35,3 +37,31 @@ class IngestionSettings(BaseSettings):
             max_pages=self.max_pages,
             max_chars=self.max_chars,
         )
+
+
+class OriginalsSettings(BaseSettings):
+    """Files uploaded through the bot, kept as sent (ORIGINALS_*): re-sent to readers, ingested
+    again after a model change (`python -m ingestion add ORIGINALS_DIR/<collection>`), backed
+    up; deleted with their document."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORIGINALS_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    keep: bool = True
+    dir: Path = Path("data/originals")
+    # An upload over either limit is refused with a message (nothing is ingested).
+    max_file_mb: float = Field(default=20.0, gt=0)
+    max_total_mb: float = Field(default=2048.0, gt=0)
+
+
+class CollectionsFileSettings(BaseSettings):
+    """The bot's collections file (COLLECTIONS_FILE), read by `add` for the language a
+    collection declares there."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+
+    collections_file: Path = Field(
+        default=Path("collections.yaml"),
+        validation_alias=AliasChoices("COLLECTIONS_FILE", "BOT_COLLECTIONS_FILE"),
+    )

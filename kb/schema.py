@@ -35,6 +35,13 @@ class Chunk:
     file_id: str | None = None
     # Room for access metadata (readers, owners) without a schema change.
     access: Mapping[str, Any] = field(default_factory=dict)
+    # Where a synced document came from: the source's label, the version the source gave it
+    # (a hash, an ETag, a page version), when a sync last found it current, and what the
+    # source said about it (author, space). None on documents added by hand.
+    synced_from: str | None = None
+    source_version: str | None = None
+    synced_at: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def point_id(self) -> str:
@@ -67,6 +74,10 @@ class Chunk:
             "page": self.page,
             "file_id": self.file_id,
             "access": dict(self.access),
+            "synced_from": self.synced_from,
+            "source_version": self.source_version,
+            "synced_at": self.synced_at.isoformat() if self.synced_at else None,
+            "metadata": dict(self.metadata),
         }
 
     @classmethod
@@ -86,7 +97,16 @@ class Chunk:
             page=payload.get("page"),
             file_id=payload.get("file_id"),
             access=payload.get("access") or {},
+            synced_from=payload.get("synced_from"),
+            source_version=payload.get("source_version"),
+            synced_at=_datetime(payload.get("synced_at")),
+            metadata=payload.get("metadata") or {},
         )
+
+
+def _datetime(value: Any) -> datetime | None:
+    """A stored ISO timestamp, or None where there is none (older collections)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +158,10 @@ class DocumentInfo:
     chunk_count: int
     stored_chunks: int
     ingested_at: datetime
+    # Set on synced documents (see Chunk): which source, its version, the last sync.
+    synced_from: str | None = None
+    source_version: str | None = None
+    synced_at: datetime | None = None
 
     @property
     def complete(self) -> bool:
@@ -171,3 +195,7 @@ class CollectionSpec:
     # the spread. A model that knows the language reads 1.3-2 tokens a word; one that does not
     # (an English model on Cyrillic) reads letters, 4 and more, and its cosines are noise.
     tokens_per_word: float | None = None
+    # Changes whenever documents are written to or deleted from the collection (a new random
+    # value each time): answer caches key on it, so an answer cached before a document was
+    # added, changed or removed, or before a release, is not served after it.
+    generation: str | None = None

@@ -1,8 +1,10 @@
 """Server adapter: a Qdrant server (or qdrant-client's local mode) through AsyncQdrantClient."""
 
+import logging
 import math
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
@@ -20,11 +22,24 @@ from kb.store import (
     check_compatible,
     collect_documents,
     merge_candidates,
+    rekeyed_payload,
     spec_from_dict,
     spec_to_dict,
-    validate_collection_name,
+)
+from kb.versions import (
+    SEPARATOR,
+    VersionError,
+    Versions,
+    arrange,
+    logical_name,
+    released,
+    rolled_back,
+    validate_store_name,
+    version_name,
+    version_number,
 )
 
+log = logging.getLogger(__name__)
 # Key of the spec inside the collection's metadata, namespaced so other tools' keys can coexist.
 SPEC_METADATA_KEY = "kb_spec"
 # Bounded request bodies: a large document's points go in several requests.
@@ -103,7 +118,7 @@ class ServerStore:
     @asynccontextmanager
     async def _existing(self, name: str) -> AsyncIterator[None]:
         """Run a collection operation; the client's 'no such collection' becomes ours."""
-        validate_collection_name(name)
+        validate_store_name(name)
         try:
             async with self._reachable():
                 yield
@@ -139,7 +154,7 @@ class ServerStore:
 
     async def ensure_collection(self, spec: CollectionSpec) -> CollectionSpec:
         """Create the collection if missing; return the stored spec (which wins if it exists)."""
-        validate_collection_name(spec.name)
+        validate_store_name(spec.name)
         info = await self._info(spec.name)
         if info is not None:
             existing = self._spec_from_info(spec.name, info)
@@ -149,28 +164,29 @@ class ServerStore:
             missing = [key for key in INDEXED_KEYWORDS if key not in info.payload_schema]
             await self._create_indexes(spec.name, missing)
             return existing
-        stored = _stored_spec(spec)
         try:
-            await self._client.create_collection(
-                spec.name,
-                vectors_config={
-                    name: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)
-                    for name in (DENSE, DOC)
-                },
-                sparse_vectors_config={
-                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
-                },
-                shard_number=self._shard_number,
-                replication_factor=self._replication_factor,
-                metadata={SPEC_METADATA_KEY: stored},
-            )
+            await self._create(spec, {SPEC_METADATA_KEY: _stored_spec(spec)})
         except UnexpectedResponse as exc:
             if exc.status_code != _HTTP_CONFLICT:
                 raise
             # Another process created it between our look and our create: its spec wins.
             return await self.ensure_collection(spec)
-        await self._create_indexes(spec.name, INDEXED_KEYWORDS)
         return spec
+
+    async def _create(self, spec: CollectionSpec, metadata: dict[str, Any]) -> None:
+        """A new physical collection for spec.name, with its payload indexes."""
+        await self._client.create_collection(
+            spec.name,
+            vectors_config={
+                name: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)
+                for name in (DENSE, DOC)
+            },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            shard_number=self._shard_number,
+            replication_factor=self._replication_factor,
+            metadata=metadata,
+        )
+        await self._create_indexes(spec.name, INDEXED_KEYWORDS)
 
     async def update_collection(self, spec: CollectionSpec) -> None:
         """Rewrite the spec in the collection's metadata."""
@@ -185,10 +201,22 @@ class ServerStore:
         return None if info is None else self._spec_from_info(name, info)
 
     async def list_collections(self) -> list[str]:
-        """Names of all collections on the server, sorted."""
+        """Names of all collections on the server, sorted: a knowledge base with versions
+        by its alias, never its versions."""
         async with self._reachable():
             response = await self._client.get_collections()
-        return sorted(c.name for c in response.collections)
+            aliases = await self._aliases()
+        names = {c.name for c in response.collections if SEPARATOR not in c.name}
+        return sorted(names | set(aliases))
+
+    async def _aliases(self) -> dict[str, str]:
+        """Knowledge base -> its live version, for every alias of ours (NAME -> NAME@vN)."""
+        response = await self._client.get_aliases()
+        return {
+            a.alias_name: a.collection_name
+            for a in response.aliases
+            if version_number(a.alias_name, a.collection_name)
+        }
 
     async def upsert(self, collection: str, points: Sequence[ChunkVectors]) -> None:
         """Insert or overwrite points, UPSERT_BATCH per request, each acknowledged when applied."""
@@ -256,6 +284,66 @@ class ServerStore:
         """The documents of a collection, sorted by id (one entry per stored version)."""
         return collect_documents(await self._scroll_payloads(collection, None))
 
+    async def rekey_document(
+        self, collection: str, doc_id: str, new_doc_id: str, fields: Mapping[str, Any]
+    ) -> int:
+        """Move a document's points, vectors included, to another doc id; the new points are
+        written before the old go. Returns how many moved."""
+        flt = models.Filter(
+            must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]
+        )
+        moved: list[models.PointStruct] = []
+        offset: models.ExtendedPointId | None = None
+        async with self._existing(collection):
+            while True:
+                records, offset = await self._client.scroll(
+                    collection,
+                    scroll_filter=flt,
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                )
+                for record in records:
+                    # Point ids hash the logical name (a staged version's chunks keep it).
+                    new_id, payload = rekeyed_payload(
+                        logical_name(collection), record.payload or {}, new_doc_id, fields
+                    )
+                    vector: Any = record.vector
+                    moved.append(models.PointStruct(id=new_id, vector=vector, payload=payload))
+                if offset is None:
+                    break
+            for start in range(0, len(moved), UPSERT_BATCH):
+                batch = moved[start : start + UPSERT_BATCH]
+                await self._client.upsert(collection, points=batch, wait=True)
+            if moved:
+                await self._client.delete(
+                    collection, points_selector=models.FilterSelector(filter=flt), wait=True
+                )
+        return len(moved)
+
+    async def set_document_fields(
+        self, collection: str, doc_ids: Sequence[str], fields: Mapping[str, Any]
+    ) -> None:
+        """Set payload fields on every point of these documents."""
+        if not doc_ids:
+            return
+        async with self._existing(collection):
+            await self._client.set_payload(
+                collection,
+                payload=dict(fields),
+                points=models.FilterSelector(
+                    filter=models.Filter(
+                        must=[
+                            models.FieldCondition(
+                                key="doc_id", match=models.MatchAny(any=list(doc_ids))
+                            )
+                        ]
+                    )
+                ),
+                wait=True,
+            )
+
     async def candidates(
         self,
         collection: str,
@@ -298,12 +386,152 @@ class ServerStore:
         """Chunks by point id, in the order asked."""
         if not point_ids:
             return []
+        by_id = await self._retrieve(collection, point_ids)
+        missing = [i for i in point_ids if i not in by_id]
+        if missing and SEPARATOR not in collection:
+            # A release between a search's candidates and this fetch: the ids are in the
+            # version the candidates came from (ids are content hashes: same chunk, same id).
+            versions = await self.versions(collection)
+            for other in (versions.previous, versions.candidate) if versions else ():
+                if other is not None and missing:
+                    by_id |= await self._retrieve(other, missing)
+                    missing = [i for i in missing if i not in by_id]
+        return [by_id[i] for i in point_ids if i in by_id]
+
+    async def _retrieve(self, collection: str, point_ids: Sequence[str]) -> dict[str, Chunk]:
         async with self._existing(collection):
             records = await self._client.retrieve(
                 collection, ids=list(point_ids), with_payload=True, with_vectors=False
             )
-        by_id = {str(r.id): Chunk.from_payload(r.payload or {}) for r in records}
-        return [by_id[i] for i in point_ids if i in by_id]
+        return {str(r.id): Chunk.from_payload(r.payload or {}) for r in records}
+
+    async def versions(self, name: str) -> Versions | None:
+        """The live version (the alias's target, or the collection of that name before its
+        first stage), the candidate and the previous one. A copy that did not finish (no
+        spec in its metadata yet) is stale."""
+        validate_store_name(name)
+        async with self._reachable():
+            live = (await self._aliases()).get(name)
+            collections = (await self._client.get_collections()).collections
+        found = [c.name for c in collections if version_number(name, c.name) is not None]
+        if live is None:
+            if name not in found:
+                return None
+            live = name
+        unfinished = []
+        for physical in found:
+            info = await self._info(physical)
+            if info is None or SPEC_METADATA_KEY not in (info.config.metadata or {}):
+                unfinished.append(physical)
+        versions = arrange(name, [p for p in found if p not in unfinished], live)
+        return replace(versions, stale=versions.stale + tuple(unfinished))
+
+    async def _existing_versions(self, name: str) -> Versions:
+        versions = await self.versions(name)
+        if versions is None:
+            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+        return versions
+
+    async def _copy(self, source: str, target: str) -> None:
+        """A new collection filled from another, vectors included (scroll and upsert: the
+        server copies nothing by itself since init_from went); its spec is written last, so
+        an interrupted copy is known as one."""
+        spec = await self.get_collection(source)
+        assert spec is not None
+        await self._create(replace(spec, name=target), {"kb_copy_of": source})
+        offset: models.ExtendedPointId | None = None
+        async with self._existing(source):
+            while True:
+                records, offset = await self._client.scroll(
+                    source, limit=UPSERT_BATCH, offset=offset, with_payload=True, with_vectors=True
+                )
+                # Named dense and sparse vectors, as stored: the client's read type is
+                # narrower than its write type.
+                vectors: list[Any] = [r.vector or {} for r in records]
+                points = [
+                    models.PointStruct(id=r.id, vector=v, payload=r.payload)
+                    for r, v in zip(records, vectors, strict=True)
+                ]
+                if points:
+                    await self._client.upsert(target, points=points, wait=True)
+                if offset is None:
+                    break
+        await self._client.update_collection(
+            target, metadata={SPEC_METADATA_KEY: _stored_spec(spec)}
+        )
+
+    async def _migrate(self, name: str) -> None:
+        """A collection created before versions becomes NAME@v1 behind an alias NAME: Qdrant
+        refuses an alias with a collection's name, so the collection is copied, deleted and
+        the alias created; requests in the moment between the last two fail as 'does not
+        exist' (milliseconds: stage such a collection when the bot is quiet)."""
+        first = version_name(name, 1)
+        await self._client.delete_collection(first)  # what an interrupted migration left
+        await self._copy(name, first)
+        await self._client.delete_collection(name)
+        await self._client.update_collection_aliases(
+            change_aliases_operations=[
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=first, alias_name=name)
+                )
+            ]
+        )
+        log.warning("collection %s is now version %s behind the alias %s", name, first, name)
+
+    async def stage(self, name: str) -> Versions:
+        """A candidate filled from the live version (an existing candidate is kept)."""
+        versions = await self._existing_versions(name)
+        if versions.candidate is not None:
+            return versions
+        if versions.live == name:
+            await self._migrate(name)
+            versions = await self._existing_versions(name)
+        for physical in versions.stale:
+            await self._client.delete_collection(physical)
+        await self._copy(versions.live, versions.next_version)
+        return await self._existing_versions(name)
+
+    async def _point(self, name: str, versions: Versions, after: Versions) -> None:
+        """Move the alias in one request (Qdrant applies alias changes atomically)."""
+        if versions.live == name:
+            raise VersionError(f"collection {name!r} has no alias: stage it first")
+        await self._client.update_collection_aliases(
+            change_aliases_operations=[
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name)),
+                models.CreateAliasOperation(
+                    create_alias=models.CreateAlias(collection_name=after.live, alias_name=name)
+                ),
+            ]
+        )
+
+    async def release(self, name: str) -> Versions:
+        """Point the alias at the candidate; delete the version before the old live one."""
+        async with self._reachable():
+            versions = await self._existing_versions(name)
+            after, doomed = released(versions)
+            await self._point(name, versions, after)
+            for physical in doomed:
+                await self._client.delete_collection(physical)
+        return after
+
+    async def rollback(self, name: str) -> Versions:
+        """Point the alias back at the previous version."""
+        async with self._reachable():
+            versions = await self._existing_versions(name)
+            after, doomed = rolled_back(versions)
+            await self._point(name, versions, after)
+            for physical in doomed:
+                await self._client.delete_collection(physical)
+        return after
+
+    async def discard(self, name: str) -> Versions:
+        """Delete the candidate."""
+        async with self._reachable():
+            versions = await self._existing_versions(name)
+            if versions.candidate is None:
+                raise VersionError(f"collection {name!r} has no candidate")
+            await self._client.delete_collection(versions.candidate)
+        return replace(versions, candidate=None)
 
     async def close(self) -> None:
         """Close the client's connections (or local-mode storage)."""

@@ -3,10 +3,21 @@
 import re
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kb.errors import CollectionMismatchError
-from kb.schema import Candidate, Chunk, ChunkVectors, CollectionSpec, DocumentInfo, SparseVector
+from kb.schema import (
+    Candidate,
+    Chunk,
+    ChunkVectors,
+    CollectionSpec,
+    DocumentInfo,
+    SparseVector,
+    point_id,
+)
+
+if TYPE_CHECKING:
+    from kb.versions import Versions
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DENSE = "dense"
@@ -17,6 +28,7 @@ SPARSE = "bm25"
 INDEXED_KEYWORDS = ("doc_id", "content_hash")
 # Only these payload fields are read back when listing documents.
 DOCUMENT_FIELDS = ["doc_id", "title", "source", "content_hash", "chunk_count", "ingested_at"]
+DOCUMENT_FIELDS += ["synced_from", "source_version", "synced_at"]
 
 
 class VectorStore(Protocol):
@@ -53,6 +65,20 @@ class VectorStore(Protocol):
         """Each stored version (content hash) of a document, with how many chunks it has."""
         ...
 
+    async def rekey_document(
+        self, collection: str, doc_id: str, new_doc_id: str, fields: Mapping[str, Any]
+    ) -> int:
+        """Move a document's points, vectors included, to another doc id (a renamed file),
+        setting payload fields on the way; the new points are written before the old go.
+        Returns how many points moved."""
+        ...
+
+    async def set_document_fields(
+        self, collection: str, doc_ids: Sequence[str], fields: Mapping[str, Any]
+    ) -> None:
+        """Set payload fields on every point of these documents (what a sync records)."""
+        ...
+
     async def list_documents(self, collection: str) -> list[DocumentInfo]:
         """The documents of a collection, sorted by id (one entry per stored version)."""
         ...
@@ -75,6 +101,35 @@ class VectorStore(Protocol):
 
     async def close(self) -> None:
         """Release files, locks and connections."""
+        ...
+
+
+class VersionedStore(VectorStore, Protocol):
+    """A store whose knowledge bases have versions (both adapters): every VectorStore method
+    takes the logical name (meaning the live version) or a physical version (NAME@vN, see
+    kb.versions)."""
+
+    async def versions(self, name: str) -> "Versions | None":
+        """The live, candidate and previous physical versions of a knowledge base (None when
+        it does not exist)."""
+        ...
+
+    async def stage(self, name: str) -> "Versions":
+        """A candidate beside the live version, starting as a copy of it (an existing
+        candidate is kept, with what was staged into it)."""
+        ...
+
+    async def release(self, name: str) -> "Versions":
+        """Switch the name to its candidate atomically; the old live version becomes the
+        previous one (the one before it is deleted)."""
+        ...
+
+    async def rollback(self, name: str) -> "Versions":
+        """Switch the name back to its previous version atomically."""
+        ...
+
+    async def discard(self, name: str) -> "Versions":
+        """Delete the candidate."""
         ...
 
 
@@ -102,9 +157,30 @@ def collect_documents(payloads: Sequence[dict[str, object]]) -> list[DocumentInf
                 chunk_count=int(str(first["chunk_count"])),
                 stored_chunks=len(members),
                 ingested_at=datetime.fromisoformat(str(first["ingested_at"])),
+                synced_from=_optional(first.get("synced_from")),
+                source_version=_optional(first.get("source_version")),
+                synced_at=_when(first.get("synced_at")),
             )
         )
     return sorted(infos, key=lambda info: (info.doc_id, info.ingested_at))
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _when(value: object) -> datetime | None:
+    # The latest sync any chunk of the version saw is on all of them (set together).
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def rekeyed_payload(
+    collection: str, payload: Mapping[str, Any], new_doc_id: str, fields: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """A point's new id and payload when its document moves to new_doc_id."""
+    moved = {**payload, **fields, "doc_id": new_doc_id}
+    new_id = point_id(collection, new_doc_id, str(moved["content_hash"]), int(moved["chunk_index"]))
+    return new_id, moved
 
 
 # Collections the project keeps for itself (the knowledge loop's records) start with this.
@@ -147,6 +223,7 @@ def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
         "bm25_avg_len": spec.bm25_avg_len,
         "dense_spread": spec.dense_spread,
         "tokens_per_word": spec.tokens_per_word,
+        "generation": spec.generation,
     }
 
 
@@ -154,6 +231,7 @@ def spec_from_dict(name: str, data: Mapping[str, Any]) -> CollectionSpec:
     """A collection spec from what spec_to_dict stored; KeyError when a field is missing."""
     avg_len, spread = data.get("bm25_avg_len"), data.get("dense_spread")
     fertility = data.get("tokens_per_word")
+    generation = data.get("generation")
     return CollectionSpec(
         name=name,
         dense_size=int(data["dense_size"]),
@@ -162,6 +240,7 @@ def spec_from_dict(name: str, data: Mapping[str, Any]) -> CollectionSpec:
         bm25_avg_len=float(avg_len) if isinstance(avg_len, int | float) else None,
         dense_spread=float(spread) if isinstance(spread, int | float) else None,
         tokens_per_word=float(fertility) if isinstance(fertility, int | float) else None,
+        generation=str(generation) if isinstance(generation, str) else None,
     )
 
 

@@ -1,7 +1,12 @@
 """Shared fixtures: the real embedders (the dense model is loaded once per session), a fresh
 embedded Qdrant store per test, and a builder of Ingestors with small chunks."""
 
-from collections.abc import AsyncIterator, Callable
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +19,7 @@ from ingestion.settings import IngestionSettings
 from kb.dense_st import MINILM_MODEL_NAME, SentenceTransformerEmbedder
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
+from kb.search import HybridSearcher
 from kb.settings import EmbeddingSettings, SearchSettings
 from kb.store import VectorStore
 
@@ -125,3 +131,49 @@ async def sample_store(
     assert report.count("failed") == 0
     yield store
     await store.close()
+
+
+@pytest.fixture
+def sample_searcher(
+    sample_store: EdgeStore,
+    dense_embedder: DenseEmbedder,
+    sparse_embedder: SparseEmbedder,
+    search_settings: SearchSettings,
+) -> HybridSearcher:
+    """Hybrid search over the sample store (its .store) with the session's embedders."""
+    dense = DenseEmbedders.of(dense_embedder)
+    return HybridSearcher(sample_store, dense, sparse_embedder, search_settings)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server (Debian's package) on a free local port, without persistence,
+    stopped after the test; the test is skipped where redis-server is not installed, except in
+    CI (KB_REQUIRE_SERVERS=1, set by .ci/run after installing it), where that fails."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing = "redis-server is not installed (scripts/install-debian redis-server redis-server)"
+        if os.environ.get("KB_REQUIRE_SERVERS"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -17,6 +17,7 @@ from app.chain.chain import Chain
 from app.prompts import PromptStore
 from app.settings import ChainSettings
 from app.tracing import Tracer
+from ingestion.originals import Originals
 from ingestion.pipeline import Ingestor, SourceFile, discover
 from kb.edge import EdgeStore
 from kb.embedder import DenseEmbedder, DenseEmbedders, SparseEmbedder
@@ -72,6 +73,7 @@ class Env:
     tracer: Tracer
     langfuse: FakeLangfuse
     store: EdgeStore
+    ingestor: Ingestor
 
 
 @pytest.fixture
@@ -117,7 +119,7 @@ async def env(  # noqa: PLR0917 - pytest passes fixtures by name, this one needs
     bot = telegram_server.new_bot()
     polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
     await telegram_server.wait_for_poll()
-    yield Env(telegram_server, llm, tracer, langfuse_server, bot_store)
+    yield Env(telegram_server, llm, tracer, langfuse_server, bot_store, ingestor)
     await dp.stop_polling()
     await polling
 
@@ -216,6 +218,31 @@ async def test_owner_upload_is_downloaded_and_ingested(env: Env) -> None:
     assert env.telegram.calls("getFile")
     documents = await env.store.list_documents("company")
     assert "parking.md" in {d.doc_id for d in documents}
+
+
+async def test_uploaded_originals_are_kept_within_their_limits_and_go_with_the_document(
+    env: Env, tmp_path: Path
+) -> None:
+    mb = 1024 * 1024
+    env.ingestor.originals = Originals(tmp_path / "originals", mb, mb)
+    text = b"# Garage rules\n\nThe garage closes at 22:00; cars left overnight are towed."
+    env.telegram.push_document(OWNER, "garage-rules.md", text, "text/markdown")
+    await reply(env, OWNER, "garage-rules.md: added")
+    kept = tmp_path / "originals" / "company" / "garage-rules.md"
+    assert kept.read_bytes() == text
+    # Over the per-file limit: refused before it is downloaded, and not ingested.
+    big = b"# Big\n\n" + b"word " * (mb // 4)
+    env.telegram.push_document(OWNER, "big.md", big, "text/markdown")
+    await reply(env, OWNER, "big.md: not added: uploaded originals are kept, up to 1 MB each")
+    assert "big.md" not in {d.doc_id for d in await env.store.list_documents("company")}
+    assert not (tmp_path / "originals" / "company" / "big.md").exists()
+    # Deleting the document deletes its original.
+    env.telegram.push_message(OWNER, "/delete garage-rules.md")
+    confirm = await reply(env, OWNER, "Delete garage-rules.md")
+    env.telegram.push_callback(OWNER, button_data(confirm)[0], confirm.message_id)
+    await reply(env, OWNER, "Deleted garage-rules.md")
+    assert not kept.exists()
+    assert "garage-rules.md" not in {d.doc_id for d in await env.store.list_documents("company")}
 
 
 async def test_owner_of_several_collections_is_asked_where(env: Env) -> None:

@@ -140,7 +140,7 @@ async def start_bot(  # noqa: PLR0917 - pytest passes fixtures by name, this one
         )
         running.append((dp, polling))
         await telegram_server.wait_for_poll()
-        return AccessEnv(telegram_server, llm, tracer, langfuse_server, bot_store, path)
+        return AccessEnv(telegram_server, llm, tracer, langfuse_server, bot_store, ingestor, path)
 
     yield start
     for dp, polling in running:

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,59 @@ def test_the_collections_file_checks_experts(tmp_path: Path) -> None:
     assert experts.chats == [5, 6]
     assert experts.includes(6, 6)
     assert not experts.includes(7, EXPERTS_CHAT)
+
+
+async def test_replicas_remind_a_card_once_through_shared_locks(
+    telegram_server: FakeTelegramServer,
+    dense_embedder: DenseEmbedder,
+    sparse_embedder: SparseEmbedder,
+    tmp_path: Path,
+) -> None:
+    """Two bot replicas (two card stores on one store and one Redis) find the same open card
+    due at the same moment: the card's lock in Redis lets one of them remind it."""
+    import fakeredis
+
+    from app.bot.locks import RedisLocks
+    from app.loop.cards import Asker, Card, CardKind, CardStore
+    from app.loop.reminders import Reminders
+
+    (tmp_path / "collections.yaml").write_text(COLLECTIONS)
+    access = load_collections(tmp_path / "collections.yaml", ())
+    telegram_server.add_chat(EXPERTS_CHAT, "supergroup", title="experts")
+    store = EdgeStore(tmp_path / "qdrant")
+    redis = fakeredis.FakeAsyncRedis()
+    try:
+        loop = LoopRecords(store, DenseEmbedders.of(dense_embedder), sparse_embedder)
+        replicas = [CardStore(loop, RedisLocks(redis)) for _ in range(2)]
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        bot = telegram_server.new_bot()
+        cards = []
+        for n in range(4):
+            posted = await bot.send_message(EXPERTS_CHAT, f"card {n}")
+            card = Card(
+                kind=CardKind.ESCALATION,
+                question=f"Question {n} nobody answered?",
+                query=f"question {n}",
+                collections=["company"],
+                collection="company",
+                asker=Asker(user_id=EMPLOYEE, chat_id=EMPLOYEE, name="#1"),
+                posted=[(EXPERTS_CHAT, posted.message_id)],
+                created_at=long_ago,
+            )
+            await replicas[0].save(card)
+            cards.append(card)
+        reminders = [Reminders(cards_, access, every_s=3600) for cards_ in replicas]
+        counts = await asyncio.gather(*(r.remind_due(bot) for r in reminders))
+        await bot.session.close()
+        assert sum(counts) == len(cards)
+        sent = [
+            m
+            for m in telegram_server.sent_messages(EXPERTS_CHAT)
+            if "Still waiting" in (m.plain_text or "")
+        ]
+        assert sorted(m.reply_to_message_id or 0 for m in sent) == sorted(
+            c.posted[0][1] for c in cards
+        )
+        assert not await redis.keys("kb:lock:*"), "every card lock released"
+    finally:
+        await store.close()

@@ -5,14 +5,18 @@ one, and the next employee who asks gets the answer from the new document."""
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiogram import Dispatcher
 
 from app.bot.access import load_collections
 from app.bot.app import BotDeps, build_dispatcher
+from app.bot.locks import MemoryLocks
 from app.bot.settings import BotSettings
 from app.chain.chain import Chain
+from app.loop.digest import WEEKDAYS, Digest, last_due
 from app.loop.records import LoopRecords
 from app.prompts import PromptStore
 from app.settings import ChainSettings
@@ -54,6 +58,7 @@ def relevant(call: Call) -> str:
 class Env:
     telegram: FakeTelegramServer
     llm: ScriptedLLM
+    dp: Dispatcher
 
 
 @pytest.fixture
@@ -96,7 +101,7 @@ async def env(  # noqa: PLR0917 - pytest passes fixtures by name
     bot = telegram_server.new_bot()
     polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
     await telegram_server.wait_for_poll()
-    yield Env(telegram_server, llm)
+    yield Env(telegram_server, llm, dp)
     await dp.stop_polling()
     await polling
     await store.close()
@@ -157,3 +162,80 @@ async def test_gaps_reach_the_owner_and_an_answer_becomes_knowledge(env: Env) ->
     assert "parking permit" in (answer.plain_text or "").lower()
     answer_call = next(c for c in env.llm.calls[::-1] if c.step == "answer")
     assert "front desk on floor 1" in answer_call.messages[-1].content
+
+
+async def test_the_weekly_digest_reaches_each_owner_once(env: Env) -> None:
+    telegram = env.telegram
+    # The owners have started the bot (a bot cannot write first to someone who has not).
+    for owner in (OWNER, FINANCE_OWNER):
+        telegram.push_message(owner, "/start")
+        await telegram.wait_for_message(owner, lambda m: True, timeout=30)
+    telegram.push_message(EMPLOYEE, "How do I get a parking permit?")
+    await reply(env, EMPLOYEE, "could not find")
+    telegram.push_message(COLLEAGUE, "Where can I get a parking permit for my car?")
+    await reply(env, COLLEAGUE, "could not find")
+    await recorded(env, 2)
+    now = datetime.now(UTC)
+
+    def replica() -> Digest:
+        # Another replica, or the bot after a restart: the same store, its own process state.
+        return Digest(
+            env.dp["loop"],
+            env.dp["access"],
+            MemoryLocks(),
+            env.dp.storage,
+            weekday=WEEKDAYS[now.weekday()],
+            hour=0,
+        )
+
+    bot = telegram.new_bot()
+    try:
+        off = Digest(
+            env.dp["loop"], env.dp["access"], MemoryLocks(), env.dp.storage, weekday="off", hour=0
+        )
+        assert await off.send_due(bot, now) == 0
+        # Due today from midnight: only the owner with gaps gets one, in a private chat.
+        assert await replica().send_due(bot, now) == 1
+        digest = await reply(env, OWNER, "This week's unanswered questions")
+        assert "parking permit" in (digest.plain_text or "")
+        assert "2x" in (digest.plain_text or "")
+        assert [b for b in buttons(digest) if b.startswith("gap:")] == ["gap:0"]
+        for other in (FINANCE_OWNER, STRANGER, EMPLOYEE):
+            assert all(
+                "This week" not in (m.plain_text or "") for m in telegram.sent_messages(other)
+            )
+        # Sent once that week, whichever replica looks again; next week is due again.
+        assert await replica().send_due(bot, now + timedelta(hours=5)) == 0
+        # A week later it is due again, with that week's questions only.
+        telegram.push_message(EMPLOYEE, "Is there bicycle parking at the office?")
+        await recorded(env, 3)
+        later = now + timedelta(days=7)
+        assert last_due(later, now.weekday(), 0) > now
+        assert await replica().send_due(bot, later) == 1
+        second = await reply(env, OWNER, "bicycle parking")
+        assert "permit" not in (second.plain_text or "")
+    finally:
+        await bot.session.close()
+
+    # "Answer 1" under the digest opens the same answer flow as /gaps.
+    telegram.push_callback(OWNER, "gap:0", digest.message_id)
+    request = await reply(env, OWNER, "Write the answer")
+    assert "parking permit" in (request.plain_text or "")
+
+
+async def recorded(env: Env, count: int) -> None:
+    """Wait until the loop holds this many records (they are written after the reply)."""
+    loop = env.dp["loop"]
+    since = datetime.now(UTC) - timedelta(days=1)
+    for _ in range(100):
+        if len(await loop.since(since)) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{count} loop records were not written")
+
+
+def test_the_digest_is_due_from_its_weekday_and_hour() -> None:
+    wednesday = datetime(2026, 12, 2, 8, 30, tzinfo=UTC)
+    assert last_due(wednesday, WEEKDAYS.index("mon"), 9) == datetime(2026, 11, 30, 9, tzinfo=UTC)
+    assert last_due(wednesday, WEEKDAYS.index("wed"), 9) == datetime(2026, 11, 25, 9, tzinfo=UTC)
+    assert last_due(wednesday, WEEKDAYS.index("wed"), 8) == datetime(2026, 12, 2, 8, tzinfo=UTC)

@@ -47,11 +47,11 @@ NON_APP_NAMES = frozenset(
         "COMPOSE_FILE",  # read by docker compose itself
     }
 )
-# Settings that do not belong in the containers: the in-process LLM (the stack runs vLLM), the
-# embedded store (the stack runs a Qdrant server), and the prompts folder (set in the image).
-NOT_PASSED = frozenset(
-    {"LLM_GGUF_PATH", "LLM_N_CTX", "LLM_N_THREADS", "QDRANT_PATH", "CHAIN_PROMPTS_DIR"}
-)
+# Settings that do not belong in the containers: the in-process LLM (the stack runs vLLM) and
+# the embedded store (the stack runs a Qdrant server).
+NOT_PASSED = frozenset({"LLM_GGUF_PATH", "LLM_N_CTX", "LLM_N_THREADS", "QDRANT_PATH"})
+README = ROOT / "README.md"
+README_RU = ROOT / "README.ru.md"
 SECRET_SUFFIXES = ("_KEY", "_SECRET", "_PASSWORD", "_TOKEN", "_AUTH")
 APP_SERVICES = ("bot", "ingestion")
 
@@ -217,6 +217,11 @@ def _stack_defaults() -> dict[str, str]:
     for name, rest in _referenced(COMPOSE).items():
         if rest.startswith(":-"):
             defaults[name] = rest[2:]
+    # A default compose gives under a setting's other name is that setting's default.
+    for setting in SETTINGS:
+        for alias in setting.names[1:]:
+            if alias in defaults:
+                defaults.setdefault(setting.name, defaults[alias])
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
     for name in SETTINGS_NAMES:
         match = re.search(rf"\b{name}=(\S+)", dockerfile)
@@ -298,13 +303,14 @@ def test_app_services_pass_only_what_the_settings_read() -> None:
     [("bot", ("kb.", "ingestion.", "app.")), ("ingestion", ("kb.", "ingestion."))],
 )
 def test_app_services_pass_every_setting_they_use(service: str, modules: tuple[str, ...]) -> None:
+    # Every name a setting is read under: an alias set in .env must not be lost either.
     environment = _environment(_services(COMPOSE)[service])
     missing = sorted(
-        s.name
+        name
         for s in SETTINGS
-        if s.owner.__module__.startswith(modules)
-        and s.name not in NOT_PASSED
-        and not set(s.names) & set(environment)
+        if s.owner.__module__.startswith(modules) and s.name not in NOT_PASSED
+        for name in s.names
+        if name not in environment
     )
     assert not missing, f"service {service} does not pass {missing} (set in .env, they'd be lost)"
 
@@ -313,7 +319,10 @@ def test_app_services_pass_every_setting_they_use(service: str, modules: tuple[s
 def test_compose_variables_are_documented(path: Path) -> None:
     referenced = _referenced(path)
     assert referenced, f"{path.name} interpolates nothing"
-    missing = sorted(set(referenced) - DOCUMENTED)
+    # A setting's other name counts as documented where its line mentions it ("also read as").
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    aliases = {alias for s in SETTINGS for alias in s.names[1:] if re.search(rf"\b{alias}\b", text)}
+    missing = sorted(set(referenced) - DOCUMENTED - aliases)
     assert not missing, f"{path.name} uses {missing}, not in .env.example"
 
 
@@ -414,3 +423,215 @@ def test_langfuse_takes_no_sign_ups() -> None:
     web = _environment(_services(COMPOSE)["langfuse-web"])
     assert web.get("AUTH_DISABLE_SIGNUP") == "true"
     assert "LANGFUSE_DEFAULT_ORG_ROLE" not in web, "no role is handed to whoever signs in"
+
+
+# ---------------------------------------------------------------------- configuration agrees
+
+
+def _readme_table_rows(path: Path) -> dict[str, str]:
+    """Each `NAME` in the first column of a README table, with its whole row."""
+    rows: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", first):
+                rows.setdefault(name, line)
+    return rows
+
+
+def _filled_env() -> dict[str, str]:
+    """.env.example with every required variable given a value, as an installer fills it."""
+    env = {line.name: line.value for line in ENV_LINES if line.active}
+    for path in COMPOSE_FILES:
+        for name, rest in _referenced(path).items():
+            if rest.startswith((":?", "?")) and not env.get(name):
+                env[name] = f"filled-{name.lower()}-0123456789"
+    return env
+
+
+def test_documented_settings_reach_a_container() -> None:
+    """A setting .env.example or README's tables document is passed to a container (or is
+    one the stack does not use, NOT_PASSED)."""
+    passed: set[str] = set()
+    for _, _, environment in _app_service_environments():
+        passed |= set(environment)
+    documented = (DOCUMENTED | set(_readme_table_rows(README))) & SETTINGS_NAMES
+    lost = sorted(documented - passed - NOT_PASSED)
+    assert not lost, f"{lost} are documented but never reach the bot or ingestion"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [s for s in SETTINGS if len(s.names) > 1],
+    ids=lambda s: "/".join(s.names),
+)
+@pytest.mark.parametrize("files", [(COMPOSE,), COMPOSE_FILES], ids=["single", "cluster"])
+def test_any_name_of_a_setting_set_in_env_wins_in_the_container(
+    setting: Setting, files: tuple[Path, ...], clean_env: pytest.MonkeyPatch
+) -> None:
+    """Set under any of its names in .env, a setting arrives with that value: a default compose
+    gives under another name must not win over it."""
+    service = "bot" if setting.owner.__module__.startswith("app.") else "ingestion"
+    for name in setting.names:
+        env = _filled_env()
+        value = "/custom/" + name.lower()
+        env[name] = value
+        environment: dict[str, str | None] = {}
+        for path in files:
+            environment.update(_environment(_services(path).get(service, {})))
+        with clean_env.context() as patched:
+            for key, raw in environment.items():
+                # A bare name passes the .env value through; ${...} is interpolated from it.
+                given = env.get(key, "") if raw is None else _interpolate(raw, env)
+                if given:
+                    patched.setenv(key, given)
+            got = getattr(setting.owner(), setting.field)
+        assert str(got) == value, f"{name}={value} in .env reaches {service} as {got!r}"
+
+
+def test_readme_says_which_settings_the_stack_requires() -> None:
+    """A setting compose fills from a required variable (":?") is not "unset" or optional in
+    the stack: its README row says it is required there."""
+    rows = _readme_table_rows(README)
+    environment = _environment(_services(COMPOSE)["bot"])
+    required = {
+        key
+        for key, raw in environment.items()
+        if raw and re.search(r"\$\{[A-Z_0-9]+:\?", raw) and key in rows
+    }
+    assert {"LANGFUSE_PUBLIC_KEY", "LLM_API_KEY", "BOT_TOKEN"} <= required
+    vague = sorted(name for name in required if "required" not in rows[name].lower())
+    assert not vague, f"README's rows for {vague} do not say the stack requires them"
+
+
+def _generated_lengths(path: Path) -> set[int]:
+    return {int(n) for n in re.findall(r"openssl rand -hex (\d+)", path.read_text("utf-8"))}
+
+
+def test_secrets_are_generated_with_one_length() -> None:
+    files = [README, ENV_EXAMPLE, *COMPOSE_FILES] + ([README_RU] if README_RU.exists() else [])
+    lengths = {path.name: _generated_lengths(path) for path in files}
+    assert set().union(*lengths.values()) == {32}, f"openssl rand -hex lengths: {lengths}"
+
+
+def test_first_start_fills_every_required_variable() -> None:
+    """README's first start names every variable compose refuses to start without."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("### First start")
+    first_start = text[start : text.index("\n### ", start + 1)]
+    required = {name for name, rest in _referenced(COMPOSE).items() if rest.startswith((":?", "?"))}
+    missing = sorted(name for name in required if not re.search(rf"\b{name}\b", first_start))
+    assert not missing, f"README's first start does not say to fill {missing}"
+
+
+# ---------------------------------------------------------------------- safe by default
+
+_PINNED = re.compile(r"(@sha256:[0-9a-f]{64}$)|(:v?\d+\.\d+\.\d+(\.\d+)?$)|(:RELEASE\.[\dT:-]+Z$)")
+# PostgreSQL's releases have two numbers (17.11): the second is the patch release.
+_PINNED_TWO_PART = re.compile(r"^postgres:\d+\.\d+$")
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+def test_every_image_is_pinned_to_a_version(path: Path) -> None:
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    images = {
+        name: str(service["image"])
+        for name, service in loaded["services"].items()
+        if "image" in service and "build" not in service  # ours is built from the Dockerfile
+    }
+    images |= {
+        key: str(value["image"])
+        for key, value in loaded.items()
+        if key.startswith("x-") and isinstance(value, dict) and "image" in value
+    }
+    assert images
+    floating = {
+        name: image
+        for name, image in images.items()
+        if not (_PINNED.search(image) or _PINNED_TWO_PART.match(image))
+    }
+    assert not floating, f"images without an exact version (an upgrade by surprise): {floating}"
+
+
+# Published on every interface on purpose: the HTTPS proxy Telegram's webhook calls reach.
+PUBLIC_PORTS = {("webhook-proxy", "80:80"), ("webhook-proxy", "443:443")}
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+def test_published_ports_are_bound_to_localhost(path: Path) -> None:
+    exposed = [
+        (name, str(port))
+        for name, service in _services(path).items()
+        for port in service.get("ports") or []
+        if not str(port).startswith("127.0.0.1:") and (name, str(port)) not in PUBLIC_PORTS
+    ]
+    assert not exposed, f"{path.name} publishes {exposed} on every interface"
+    assert "127.0.0.1:3000:3000" in _services(COMPOSE)["langfuse-web"]["ports"]
+
+
+def test_vllm_requires_a_key_and_sends_no_usage_statistics() -> None:
+    services = _services(COMPOSE)
+    vllm = _environment(services["vllm"])
+    assert (vllm.get("VLLM_API_KEY") or "").startswith("${LLM_API_KEY:?")
+    assert vllm.get("VLLM_NO_USAGE_STATS") == "1"
+    assert vllm.get("DO_NOT_TRACK") == "1"
+    # The bot sends the very key vLLM requires.
+    assert (_environment(services["bot"]).get("LLM_API_KEY") or "").startswith("${LLM_API_KEY:?")
+
+
+def test_the_bots_redis_has_a_password_the_bot_and_its_health_check_use() -> None:
+    services = _services(COMPOSE)
+    redis = services["redis"]
+    command = " ".join(str(part) for part in redis["command"])
+    assert "--requirepass ${BOT_REDIS_PASSWORD:?" in command
+    assert (_environment(redis).get("REDISCLI_AUTH") or "").startswith("${BOT_REDIS_PASSWORD:?")
+    bot = _environment(services["bot"])
+    assert (bot.get("BOT_REDIS_PASSWORD") or "").startswith("${BOT_REDIS_PASSWORD:?")
+    langfuse_redis = services["langfuse-redis"]
+    assert "--requirepass ${LANGFUSE_REDIS_AUTH:?" in str(langfuse_redis["command"])
+    assert "REDISCLI_AUTH" in _environment(langfuse_redis)
+
+
+def test_the_bot_starts_once_vllm_has_loaded_its_model() -> None:
+    services = _services(COMPOSE)
+    assert services["bot"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+    assert "/health" in " ".join(services["vllm"]["healthcheck"]["test"])
+
+
+def test_cluster_clients_reach_qdrant_through_a_health_checked_balancer() -> None:
+    cluster = _services(COMPOSE_CLUSTER)
+    nodes = sorted(
+        name
+        for name, service in {**_services(COMPOSE), **cluster}.items()
+        if name.startswith("qdrant") and name != "qdrant-lb"
+    )
+    assert len(nodes) == 3
+    balancer = cluster["qdrant-lb"]
+    script = " ".join(str(part) for part in balancer["command"])
+    assert all(f"{node}:6333" in script for node in nodes), "every node is behind the balancer"
+    assert "health_uri /readyz" in script
+    assert "healthcheck" in balancer
+    for service in ("bot", "ingestion"):
+        url = _environment(cluster[service]).get("QDRANT_URL") or ""
+        assert url.endswith("-http://qdrant-lb:6333}"), f"{service} talks to {url}"
+        assert cluster[service]["depends_on"]["qdrant-lb"]["condition"] == "service_healthy"
+
+
+def _shell_commands(path: Path) -> list[str]:
+    """The commands of a README's bash code blocks, continuation lines joined."""
+    commands: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            command = line.split(" #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                commands.append(" ".join(command.split()))
+    return commands
+
+
+def test_the_russian_readme_has_the_same_commands() -> None:
+    english = _shell_commands(README)
+    assert len(english) > 20
+    russian = set(_shell_commands(README_RU))
+    missing = [command for command in english if command not in russian]
+    assert not missing, f"README.ru.md lacks {len(missing)} commands of README.md: {missing[:5]}"

@@ -9,6 +9,7 @@ collections:
                             #     members_of: [-1001234567890]}
     owners: [111]           # may upload and delete documents
     experts: {chat: -1009876543210, users: [333]}   # answer escalated questions (optional)
+    sources: [{kind: folder, path: /docs/handbook}]  # synced by `ingestion sync --all`
 groups:                     # a group chat bound to one collection
   -1001234567890: handbook
 ```
@@ -45,6 +46,7 @@ from pydantic import (
 )
 
 from app.bot.membership import Membership
+from ingestion.sources.config import SourceConfig
 from kb.embedder import BM25_LANGUAGES
 from kb.errors import ConfigurationError
 from kb.store import validate_knowledge_base_name
@@ -101,6 +103,8 @@ class CollectionConfig(BaseModel):
     owners: frozenset[int] = frozenset()
     # Where questions employees escalate go (None: the "Ask an expert" button is not shown).
     experts: Experts | None = None
+    # Where `python -m ingestion sync --all` takes its documents from (folder, web, confluence).
+    sources: tuple[SourceConfig, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -319,7 +323,21 @@ def _read(path: Path, admins: frozenset[int]) -> Rules:
     except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as exc:
         detail = _errors(exc, raw) if isinstance(exc, ValidationError) else str(exc)
         raise ConfigurationError(f"COLLECTIONS_FILE {path}: {detail}") from None
-    return Rules.build(config, admins)
+    rules = Rules.build(config, admins)
+    _warn_public(path, rules)
+    return rules
+
+
+def _warn_public(path: Path, rules: Rules) -> None:
+    """A collection anyone who finds the bot may read is allowed, but never by accident."""
+    public = [name for name, config in rules.collections.items() if config.readers.everyone]
+    if public:
+        log.warning(
+            "COLLECTIONS_FILE %s: %s readable by everyone: any Telegram user who finds the bot "
+            "can read them; for employees only use readers: {members_of: [GROUP_ID]}",
+            path,
+            ", ".join(repr(name) for name in public),
+        )
 
 
 def _errors(exc: ValidationError, raw: Any) -> str:

@@ -25,18 +25,24 @@ from app.bot.handlers.loop import LoopAnswering
 from app.bot.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.bot.locks import ConversationLocks, MemoryLocks, RedisLocks
 from app.bot.settings import BotSettings
-from app.bot.startup import poll, set_up_bot, when_reachable
+from app.bot.startup import freeze_heap, poll, set_up_bot, wait_for_llm, when_reachable
 from app.chain.chain import Chain
 from app.factory import Services, build_services
 from app.loop.cards import CardStore
+from app.loop.digest import Digest
 from app.loop.escalation import Escalations
 from app.loop.records import LoopRecords
 from app.loop.reminders import Reminders
 from app.loop.review import Reviews
+from app.ops.health import Health
+from app.ops.runtime import Ops, start_ops
+from app.ops.settings import OpsSettings
+from app.ops.state import ExpiringMemoryStorage
 from app.settings import Settings
 from app.tracing import Tracer
+from ingestion.originals import Originals
 from ingestion.pipeline import Ingestor
-from ingestion.settings import IngestionSettings
+from ingestion.settings import IngestionSettings, OriginalsSettings
 from kb.settings import load_settings
 from kb.store import VectorStore
 
@@ -74,7 +80,8 @@ def loop_flows(deps: BotDeps) -> tuple[Escalations | None, Reviews | None]:
     off without the knowledge loop's records)."""
     if deps.loop is None:
         return None, None
-    cards = CardStore(deps.loop)
+    # Card locks in Redis with replicas, so a card is answered and reminded once.
+    cards = CardStore(deps.loop, _locks(deps))
     escalations = Escalations(cards, deps.access, deps.bot_settings, deps.tracer, deps.ingestor)
     reviews = Reviews(cards, escalations, deps.bot_settings, deps.tracer)
     return escalations, reviews
@@ -105,11 +112,25 @@ def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispa
         loop=deps.loop,
         escalations=escalations,
         reviews=reviews,
+        # The answer cache (a 👎 evicts its entry), None when CACHE_MODE=off.
+        cache=deps.chain.cache,
     )
     if escalations is not None:
         reminders = Reminders(escalations.cards, deps.access, deps.bot_settings.escalation_remind_s)
         dp.startup.register(reminders.start)
         dp.shutdown.register(reminders.stop)
+    if deps.loop is not None:
+        digest = Digest(
+            deps.loop,
+            deps.access,
+            _locks(deps),
+            dp.storage,
+            weekday=deps.bot_settings.digest_weekday,
+            hour=deps.bot_settings.digest_hour,
+        )
+        dp["digest"] = digest
+        dp.startup.register(digest.start)
+        dp.shutdown.register(digest.stop)
     dp.include_routers(
         start.router(),
         feedback.router(),
@@ -120,6 +141,8 @@ def build_dispatcher(deps: BotDeps, storage: BaseStorage | None = None) -> Dispa
         ask.router(),
     )
     dp.errors.register(errors.on_error)
+    # Registered last: runs after the other start-up handlers have built what they keep.
+    dp.startup.register(freeze_heap)
     return dp
 
 
@@ -138,8 +161,11 @@ def make_redis(settings: BotSettings) -> Redis | None:
     (the error handler then apologises) instead of silencing the bot."""
     if not settings.redis_url:
         return None
+    password = settings.redis_password
     return Redis.from_url(
         settings.redis_url,
+        # A password inside REDIS_URL wins over this one (redis-py's rule).
+        password=password.get_secret_value() if password is not None else None,
         socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         retry=Retry(NoBackoff(), 1),
@@ -152,7 +178,8 @@ def make_storage(settings: BotSettings, redis: Redis | None = None) -> BaseStora
     if redis is None:
         redis = make_redis(settings)
     if redis is None:
-        return MemoryStorage()
+        # Forgotten after the same time as in Redis, not kept until the process ends.
+        return ExpiringMemoryStorage(settings.state_ttl_s)
     return RedisStorage(redis, state_ttl=settings.state_ttl_s, data_ttl=settings.state_ttl_s)
 
 
@@ -168,6 +195,8 @@ def bot_deps(services: Services, settings: BotSettings, redis: Redis | None = No
     ingestor = Ingestor(
         services.store, searcher.dense, searcher.sparse, load_settings(IngestionSettings)
     )
+    # Uploads are kept (ORIGINALS_DIR) and deleted with their document.
+    ingestor.originals = Originals.from_settings(load_settings(OriginalsSettings))
     limiter: RateLimiter | None = None
     if redis is not None:
         limiter = RedisRateLimiter(redis, settings.rate_limit_per_minute)
@@ -197,27 +226,33 @@ async def run_bot(settings: Settings, bot_settings: BotSettings) -> None:
         pii_logs.install(services.masker)
     redis = make_redis(bot_settings)
     storage = make_storage(bot_settings, redis)
+    ops: Ops | None = None
     try:
         deps = bot_deps(services, bot_settings, redis)
         deps.access.reload_on_sighup()
+        # Metrics, the question log, health on HEALTH_PORT and retention (app/ops).
+        ops = await start_ops(services, deps, bot_settings, load_settings(OpsSettings))
+        # vLLM may still be loading its model (after a restart of either): wait for it.
+        await wait_for_llm(settings.llm, bot_settings)
         dp = build_dispatcher(deps, storage)
         if bot_settings.webhook_url:
             await set_up_bot(bot, bot_settings)
-            await serve_webhook(dp, bot, bot_settings)
+            await serve_webhook(dp, bot, bot_settings, ops.health)
         else:
             await poll(dp, bot, bot_settings)
     finally:
+        if ops is not None:
+            await ops.stop()
         await storage.close()
         await bot.session.close()
         await services.aclose()
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
-
-
-async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None:
-    """Serve Telegram's webhook calls (checked against the secret) until cancelled."""
+async def serve_webhook(
+    dp: Dispatcher, bot: Bot, settings: BotSettings, health: Health | None = None
+) -> None:
+    """Serve Telegram's webhook calls (checked against the secret) until cancelled, with
+    /healthz, /readyz and /metrics (app/ops/health.py) beside them."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
     assert settings.webhook_url is not None
@@ -227,7 +262,7 @@ async def serve_webhook(dp: Dispatcher, bot: Bot, settings: BotSettings) -> None
     path = urlparse(path_url).path or "/"
     app = web.Application()
     # For the orchestrator's health checks and the proxy in front of the replicas.
-    app.router.add_get("/healthz", _healthz)
+    (health or Health({})).add_routes(app)
     SimpleRequestHandler(dispatcher=dp, bot=bot, secret_token=secret).register(app, path=path)
     setup_application(app, dp, bot=bot)
     runner = web.AppRunner(app)

@@ -98,6 +98,21 @@ def confirm_buttons(yes: str, no: str) -> InlineKeyboardMarkup:
     )
 
 
+class FreshAnswer(CallbackData, prefix="fresh"):
+    """Answer the question of a cached answer again, past the cache (what was asked is noted
+    with the message the button is on)."""
+
+    go: bool = True
+
+
+def with_fresh(markup: InlineKeyboardMarkup | None, label: str) -> InlineKeyboardMarkup:
+    """A "Fresh answer" row under a cached answer's buttons."""
+    button = InlineKeyboardButton(text=label, callback_data=FreshAnswer().pack())
+    return InlineKeyboardMarkup(
+        inline_keyboard=[*(markup.inline_keyboard if markup else []), [button]]
+    )
+
+
 class OpenSource(CallbackData, prefix="src"):
     """Open a cited source: the point id of its best chunk (32 hex digits, no collection:
     the press looks it up only in what the chat may read then)."""

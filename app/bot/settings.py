@@ -37,6 +37,8 @@ class BotSettings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "BOT_REDIS_URL")
     )
+    # Redis's password (requirepass) when REDIS_URL carries none.
+    redis_password: SecretStr | None = None
     collections_file: Path = Field(
         default=Path("collections.yaml"),
         validation_alias=AliasChoices("COLLECTIONS_FILE", "BOT_COLLECTIONS_FILE"),
@@ -71,6 +73,9 @@ class BotSettings(BaseSettings):
     # Telegram unreachable at start: retry after this many seconds, doubling up to the cap.
     start_retry_s: float = Field(default=1.0, gt=0)
     start_retry_max_s: float = Field(default=60.0, gt=0)
+    # The LLM server not ready at start (vLLM loading its model): wait this long at most,
+    # with the backoff above, then start anyway (0: do not wait).
+    llm_wait_s: float = Field(default=600.0, ge=0)
     # The knowledge loop (app/loop): how experts and support staff see who asks ("anonymous":
     # a stable pseudonym; "name": the Telegram name), where 👎 review cards go (a chat id),
     # seconds before an unanswered escalation is reminded (0: never), and the golden set the
@@ -78,6 +83,10 @@ class BotSettings(BaseSettings):
     asker_identity: Literal["anonymous", "name"] = "anonymous"
     review_chat: int | None = None
     escalation_remind_s: float = Field(default=4 * 3600.0, ge=0)
+    # The owners' weekly digest of unanswered questions: a weekday (mon..sun) or off, and the
+    # hour (UTC) it goes out from.
+    digest_weekday: Literal["off", "mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "off"
+    digest_hour: int = Field(default=9, ge=0, le=23)
     golden_file: Path = Path("data/golden-feedback.jsonl")
     golden_dataset: str = "feedback"
 
@@ -98,6 +107,10 @@ class BotSettings(BaseSettings):
             self.webhook_secret is None or is_placeholder(self.webhook_secret.get_secret_value())
         ):
             raise ValueError("BOT_WEBHOOK_SECRET must be set (a random string) in webhook mode")
+        if self.redis_password is not None and is_placeholder(
+            self.redis_password.get_secret_value()
+        ):
+            raise ValueError("BOT_REDIS_PASSWORD is a placeholder: set the real password")
         return self
 
     def require_token(self) -> str:

@@ -36,6 +36,14 @@ _EN = {
     ),
     "ingesting": "Adding {count} file(s) to {title}…",
     "unsupported": "{name}: unsupported type (send PDF, DOCX, HTML, Markdown or text).",
+    "original_too_large": (
+        "✗ {name}: not added: uploaded originals are kept, up to {limit} MB each. Ask an "
+        "administrator to add it from the command line."
+    ),
+    "originals_full": (
+        "✗ {name}: not added: the storage of uploaded originals is full ({limit} MB). Ask an "
+        "administrator to free space or raise ORIGINALS_MAX_TOTAL_MB."
+    ),
     "docs_none": "{title} has no documents yet.",
     "docs_which": "Documents of which knowledge base?",
     "delete_usage": "Usage: /delete DOCUMENT_ID (see /docs).",
@@ -57,6 +65,8 @@ _EN = {
     "new_conversation": "New conversation: ask your question. The knowledge base stays the same.",
     "comment_placeholder": "What was wrong?",
     "stopped": "Stopped.",
+    # A cached answer's button (handlers/ask.py): the question again, past the cache.
+    "fresh_answer": "🔄 Fresh answer",
     # The command menu (setMyCommands), one description per command.
     "cmd_start": "what I can do",
     "cmd_new": "start a new conversation",
@@ -82,12 +92,15 @@ _EN = {
     "upload_nothing": "No files are waiting any more; please send them again.",
     "docs_count": "{title}: {count} document(s)",
     "docs_line": "• {doc} ({title}, {chunks} chunks)",
+    "docs_synced": "  ↳ from {source}, last synced {when} UTC",
     "source_unavailable": "This source is not available to you here.",
     # Knowledge gaps (handlers/gaps.py).
     "gaps_off": "Gap reports are not available in this installation.",
     "gaps_none": "No unanswered questions in your knowledge bases in the last {days} days.",
     "gaps_head": "Unanswered questions of the last {days} days, most frequent first:",
     "gap_button": "Answer {n}",
+    "digest_head": "This week's unanswered questions in your knowledge bases, most frequent "
+    "first. Answer one and the bot answers it from then on:",
     "gap_write": (
         "Write the answer to «{question}» as a reply to this message. It becomes a document "
         "of {title}, and I answer from it next time."
@@ -181,6 +194,14 @@ _RU = {
     "unsupported": (
         "{name}: этот формат не поддерживается (пришлите PDF, DOCX, HTML, Markdown или текст)."
     ),
+    "original_too_large": (
+        "✗ {name}: не добавлен: загруженные оригиналы хранятся, но не больше {limit} МБ "
+        "каждый. Попросите администратора добавить файл из командной строки."
+    ),
+    "originals_full": (
+        "✗ {name}: не добавлен: хранилище загруженных оригиналов заполнено ({limit} МБ). "
+        "Попросите администратора освободить место или увеличить ORIGINALS_MAX_TOTAL_MB."
+    ),
     "docs_none": "В базе «{title}» пока нет документов.",
     "docs_which": "Документы какой базы знаний показать?",
     "delete_usage": "Использование: /delete ID_ДОКУМЕНТА (список — в /docs).",
@@ -205,6 +226,7 @@ _RU = {
     "new_conversation": "Новый разговор: задайте вопрос. База знаний осталась прежней.",
     "comment_placeholder": "Что было не так?",
     "stopped": "Остановлено.",
+    "fresh_answer": "🔄 Новый ответ",
     "owners_private": (
         "Документы добавляются и просматриваются в личном чате со мной: @{bot}. Здесь ничего "
         "не сохранено."
@@ -223,11 +245,14 @@ _RU = {
     "upload_nothing": "Файлов в очереди больше нет; пришлите их, пожалуйста, ещё раз.",
     "docs_count": "{title}: документов — {count}",
     "docs_line": "• {doc} ({title}, фрагментов: {chunks})",
+    "docs_synced": "  ↳ источник: {source}, последняя синхронизация {when} UTC",
     "source_unavailable": "Этот источник здесь вам недоступен.",
     "gaps_off": "Отчёты о пробелах в этой установке недоступны.",
     "gaps_none": "За последние {days} дн. в ваших базах знаний нет вопросов без ответа.",
     "gaps_head": "Вопросы без ответа за последние {days} дн., самые частые первыми:",
     "gap_button": "Ответить {n}",
+    "digest_head": "Вопросы без ответа в ваших базах знаний за неделю, самые частые первыми. "
+    "Ответьте — и бот будет отвечать на них сам:",
     "gap_write": (
         "Напишите ответ на вопрос «{question}» ответом на это сообщение. Он станет документом "
         "базы «{title}», и в следующий раз я отвечу по нему."

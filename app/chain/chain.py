@@ -11,12 +11,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from app.cache import AnswerCache, chain_setup
 from app.chain.answer import Answerer, resolve_answer_mode
 from app.chain.clarify import Clarification, Clarifier
-from app.chain.llm_step import llm_clock
+from app.chain.llm_step import llm_clock, serve_user
 from app.chain.paraphrase import Paraphraser
 from app.chain.relevance import Relevance, RelevanceJudge
 from app.chain.retrieve import Retriever
@@ -75,9 +76,11 @@ class Chain:
         prompts: PromptStore,
         tracer: Tracer,
         settings: ChainSettings,
+        cache: AnswerCache | None = None,
     ) -> None:
         self.tracer = tracer
         self.settings = settings
+        self.prompts = prompts
         self.paraphrase = Paraphraser(llm["paraphrase"], prompts, tracer)
         self.retrieve = Retriever(searcher, store, tracer, settings)
         self.relevance = RelevanceJudge(llm["relevance"], prompts, tracer, settings)
@@ -85,6 +88,11 @@ class Chain:
         mode = resolve_answer_mode(settings.answer_mode, llm["answer"])
         self.answer = Answerer(llm["answer"], prompts, tracer, mode)
         self._parallel_verdicts = llm["relevance"].parallel and llm["clarify"].parallel
+        # Answers of earlier runs (app/cache), keyed with what of this chain changes them.
+        self.cache = cache
+        self.setup = chain_setup(settings, llm, mode)
+        # Called with every result (metrics and the per-question log line: app/ops).
+        self.result_hooks: list[Callable[[ChainResult], None]] = []
 
     async def run(self, request: ChainRequest) -> ChainResult:
         """One question to one result; never raises for LLM or knowledge-base failures."""
@@ -96,13 +104,14 @@ class Chain:
         result = ChainResult(ResultKind.ERROR, "", trace_id, message, language.code)
         timer = _Timer()
         clock = llm_clock()
+        serve_user(request.user_id)  # the steps render this user's prompt variants
         with self.tracer.run(
             trace_id=trace_id,
             name="question",
             input={"message": message, "collections": list(request.collections)},
             user_id=request.user_id,
             session_id=request.session_id,
-            tags=sorted(request.collections),
+            tags=sorted(request.collections) + self.prompts.tags_for(request.user_id),
         ) as root:
             try:
                 await self._steps(request, message, language, result, timer)
@@ -114,6 +123,11 @@ class Chain:
                 self._fail(result, exc, "kb_failed")
             result.timings = timer.done(sum(clock))
             root.update(output=result.to_dict())
+        for hook in self.result_hooks:
+            try:
+                hook(result)
+            except Exception:  # a metric or a log line must never cost the user the answer
+                log.exception("result hook %r failed for trace %s", hook, trace_id)
         return result
 
     async def _steps(
@@ -128,6 +142,14 @@ class Chain:
         history = list(request.history)[-2 * turns :] if turns else []
         paraphrased = await timer.time("paraphrase", self.paraphrase(message, history, language))
         result.query = paraphrased.query
+        # Cached: only answers, looked up by the standalone question (after the paraphrase).
+        cached = None
+        if self.cache is not None:
+            cached = await timer.time(
+                "cache", self.cache.lookup(request, result.query, language.code, self.setup)
+            )
+            if cached.serve(result):
+                return
         passages = await timer.time(
             "retrieve", self.retrieve(paraphrased.query, request.collections)
         )
@@ -158,6 +180,8 @@ class Chain:
             self._not_found(result, language)
             return
         result.kind, result.text, result.sources = ResultKind.ANSWER, answer.text, answer.sources
+        if self.cache is not None and cached is not None and answer.complete:
+            result.cache_entry = await self.cache.save(cached, request, result)
 
     @staticmethod
     def _not_found(result: ChainResult, language: Language) -> None:

@@ -1,6 +1,6 @@
-"""The one way a step calls the LLM: render its prompt, call the step's client with the
-prompt's regex, record a generation in the trace, and check the output's shape; or, on a
-client that can, score given replies to rendered prompts."""
+"""The one way a step calls the LLM: render its prompt (the variant of the run's user), call
+the step's client with the prompt's regex, record a generation in the trace, and check the
+output's shape; or, on a client that can, score given replies to rendered prompts."""
 
 import logging
 import re
@@ -22,6 +22,8 @@ LIKELIHOOD_PROMPT = "question"
 _ATTEMPTS = 2
 # Seconds spent inside LLM calls by the current chain run (shared with the tasks it starts).
 _LLM_SECONDS: ContextVar[list[float] | None] = ContextVar("llm_seconds", default=None)
+# Whose run it is: the steps render that user's prompt variants (prompt A/B).
+_USER: ContextVar[str | None] = ContextVar("prompt_user", default=None)
 
 
 def llm_clock() -> list[float]:
@@ -29,6 +31,12 @@ def llm_clock() -> list[float]:
     clock: list[float] = []
     _LLM_SECONDS.set(clock)
     return clock
+
+
+def serve_user(user_id: str | None) -> None:
+    """The current chain run is this user's: its steps render the user's prompt variants
+    (set once per run, like llm_clock, and seen by the tasks the run starts)."""
+    _USER.set(user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +71,7 @@ class LLMStep:
         """The client can score given replies (the embedded llama.cpp model)."""
         return isinstance(self.llm, LikelihoodScorer)
 
-    def _generation(self, prompt: RenderedPrompt, **params: Any) -> Any:
+    def _generation(self, prompt: RenderedPrompt, label: str, **params: Any) -> Any:
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
         return self.tracer.generation(
             prompt.name,
@@ -72,6 +80,7 @@ class LLMStep:
             params=params,
             prompt=prompt.langfuse_prompt,
             prompt_version=prompt.version,
+            prompt_variant=label,
         )
 
     async def reply_likelihoods(
@@ -81,9 +90,9 @@ class LLMStep:
         of variables (only when can_score); raises app.errors.LLMError when the LLM fails."""
         if not isinstance(self.llm, LikelihoodScorer):
             raise TypeError(f"{self.llm.model} cannot score replies")
-        template = self.prompts.get(prompt_name)
+        label, template = self.prompts.choose(prompt_name, _USER.get())
         prompts = [template.render(**variables) for variables in contexts]
-        with self._generation(prompts[0], reply=reply, prompts=len(prompts)) as generation:
+        with self._generation(prompts[0], label, reply=reply, prompts=len(prompts)) as generation:
             started = time.perf_counter()
             try:
                 scores = await self.llm.reply_log_probs([p.messages for p in prompts], reply)
@@ -99,10 +108,12 @@ class LLMStep:
         constraint) is asked for once more, then raises LLMResponseError like any other LLM
         failure; one cut short by max_tokens comes back with valid=False for the step to
         trim. Raises app.errors.LLMError when the LLM fails."""
-        prompt = self.prompts.get(self.prompt_name).render(**variables)
+        label, template = self.prompts.choose(self.prompt_name, _USER.get())
+        prompt = template.render(**variables)
         for attempt in range(1, _ATTEMPTS + 1):
             # A preview only appends: a second attempt must not stream after the first.
-            generated = await self._attempt(prompt, on_delta if attempt == 1 else None, attempt)
+            delta = on_delta if attempt == 1 else None
+            generated = await self._attempt(prompt, label, delta, attempt)
             if generated.valid or generated.completion.finish_reason == "length":
                 return generated
         raise LLMResponseError(
@@ -111,7 +122,7 @@ class LLMStep:
         )
 
     async def _attempt(
-        self, prompt: RenderedPrompt, on_delta: OnDelta | None, attempt: int
+        self, prompt: RenderedPrompt, label: str, on_delta: OnDelta | None, attempt: int
     ) -> Generated:
         """One LLM call, its generation in the trace, and the check of its output's shape."""
         params = {
@@ -119,7 +130,7 @@ class LLMStep:
             "max_tokens": prompt.params.max_tokens,
             "regex": prompt.regex,
         }
-        with self._generation(prompt, **params) as generation:
+        with self._generation(prompt, label, **params) as generation:
             if attempt > 1:
                 generation.update(metadata={"attempt": attempt, "retry": "regex mismatch"})
             started = time.perf_counter()

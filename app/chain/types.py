@@ -32,6 +32,8 @@ class ChainRequest:
     clarification: str | None = None
     # Receives the answer's text while it is generated.
     on_delta: OnDelta | None = None
+    # Skip the answer cache's lookup ("Fresh answer"); the new answer replaces the entry.
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,9 @@ class ChainResult:
     timings: dict[str, float] = field(default_factory=dict)
     # For kind "error": what failed, for logs (never shown to users as is).
     error: str | None = None
+    # Served from the answer cache; and the cache entry this answer is (to evict on a 👎).
+    cached: bool = False
+    cache_entry: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.ab.pin import pin_variant, prompt_metadata
+from app.eval.candidate import compare_candidate
 from app.eval.golden import (
     GoldenError,
     GoldenItem,
@@ -55,6 +57,20 @@ def add_parser(commands: Any) -> None:
         help="items at a time (default: 4 on LLM servers, 1 on the embedded model)",
     )
     parser.add_argument("--judge", action="store_true", help="grade answers (EVAL_JUDGE_*)")
+    parser.add_argument(
+        "--candidate",
+        nargs="*",
+        metavar="NAME",
+        help="compare live with the staged candidate of these collections (all staged ones "
+        "when none are named), side by side; exit 1 when the candidate is worse",
+    )
+    parser.add_argument(
+        "--prompt-label",
+        action="append",
+        metavar="[NAME=]LABEL",
+        help="run a prompt variant: LABEL for every prompt that has it, or NAME=LABEL for one "
+        "(default: LANGFUSE_PROMPT_LABEL, what users outside an A/B get)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--out", type=Path, help="write per-item results and the summary here")
     parser.add_argument("--baseline", type=Path, help="an earlier run's --out file (or JSON)")
@@ -101,6 +117,11 @@ def spread(items: list[_T], limit: int | None, kind: Callable[[_T], str]) -> lis
     return [item for item in items if id(item) in chosen]
 
 
+def default_concurrency(services: Services) -> int:
+    """Items at a time when --concurrency is not given."""
+    return _concurrency(services)
+
+
 def _concurrency(services: Services) -> int:
     # In-process llama.cpp answers one request at a time: more items would only queue, and
     # their latencies would measure the queue.
@@ -126,6 +147,7 @@ async def _run(
         grader=judge,
         concurrency=max(1, args.concurrency or _concurrency(services)),
         progress=not args.json,
+        metadata=prompt_metadata(services.prompts),
     )
     try:
         langfuse = services.tracer.langfuse
@@ -159,10 +181,15 @@ async def run_eval(args: argparse.Namespace) -> int:
         load_settings(JudgeSettings).client()
     services = await build_services(settings)
     try:
+        await pin_variant(services.prompts, args.prompt_label)
+        if args.candidate is not None:
+            return _candidate_verdict(await compare_candidate(args, services))
         rows = await _run(args, services, items)
+        variant = prompt_metadata(services.prompts)
     finally:
         await services.aclose()
-    summary = summarize(rows)
+    summary = summarize(rows) | {"prompt_label": variant["prompt_label"]}
+    summary["prompt_variants"] = variant["prompt_variants"]
     if args.out:
         write_results(args.out, rows, summary)
     if not args.json:
@@ -179,3 +206,13 @@ async def run_eval(args: argparse.Namespace) -> int:
                 print("  (write the baseline with --out to see which items)", file=sys.stderr)
     print(json.dumps(summary, ensure_ascii=False))
     return code
+
+
+def _candidate_verdict(report: dict[str, Any]) -> int:
+    """Print what got worse (stderr) and the report's JSON line; 1 when anything did."""
+    if report["worse"]:
+        print("candidate worse than live: " + "; ".join(report["worse"]), file=sys.stderr)
+        for line in report["worse_items"]:
+            print(f"  {line}", file=sys.stderr)
+    print(json.dumps(report, ensure_ascii=False))
+    return EXIT_WORSE if report["worse"] else EXIT_OK

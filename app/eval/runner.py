@@ -144,6 +144,8 @@ class Evaluator:
     progress: bool = True
     stemmer: Stemmer = field(default_factory=default_stemmer)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # More of the experiment's metadata: the prompt variant under test (prompt_label).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     async def run_item(self, item: GoldenItem) -> ItemResult:
         """One item through the chain, measured (never raises for chain failures)."""
@@ -198,14 +200,16 @@ class Evaluator:
             result = await asyncio.to_thread(
                 langfuse.run_experiment,
                 name=f"eval {dataset}",
-                run_name=f"eval {dataset} {self.run_id}",
+                run_name=" ".join(
+                    filter(None, ("eval", dataset, self.metadata.get("prompt_label"), self.run_id))
+                ),
                 description="python -m app eval",
                 data=list(items),
                 task=task,
                 evaluators=[item_scores],
                 run_evaluators=[run_scores],
                 max_concurrency=self.concurrency,
-                metadata={"run_id": self.run_id},
+                metadata={"run_id": self.run_id, **self.metadata},
             )
         rows = [ItemResult.from_dict(r.output) for r in result.item_results]
         order = {from_dataset_item(item).id: n for n, item in enumerate(items)}

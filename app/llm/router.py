@@ -43,6 +43,8 @@ class FallbackClient:
         self._clock = clock
         self._failures = 0
         self._skip_until = 0.0
+        # Told "primary_failed" and "fallback" as they happen (app/ops/metrics.py counts them).
+        self.on_event: Callable[[str], None] | None = None
 
     @property
     def model(self) -> str:
@@ -77,6 +79,7 @@ class FallbackClient:
                 messages, regex=regex, params=params, on_delta=on_delta
             )
         if self.primary_skipped:
+            self._tell("fallback")
             return await self.fallback.complete(
                 messages, regex=regex, params=params, on_delta=on_delta
             )
@@ -96,13 +99,19 @@ class FallbackClient:
             self._primary_failed(exc)
             if streamed:
                 raise
+            self._tell("fallback")
             return await self.fallback.complete(
                 messages, regex=regex, params=params, on_delta=on_delta
             )
         self._primary_succeeded()
         return completion
 
+    def _tell(self, event: str) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
     def _primary_failed(self, exc: Exception) -> None:
+        self._tell("primary_failed")
         self._failures += 1
         if self._failures >= self._threshold:
             self._skip_until = self._clock() + self._cooldown_s

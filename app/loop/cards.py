@@ -10,7 +10,7 @@ ones with the gap records. Telegram messages of a card carry its tag (#q<id>, #r
 reply finds the card without any other index.
 """
 
-import asyncio
+import contextlib
 import hashlib
 import re
 import uuid
@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.bot.locks import ConversationLocks, MemoryLocks
 from app.loop.records import LOOP_COLLECTION, LoopRecords
 from kb.schema import Chunk, ChunkVectors, SparseVector, point_id
 
@@ -117,12 +118,19 @@ def tag_in(text: str | None) -> tuple[CardKind, str] | None:
 
 
 class CardStore:
-    """Cards in the knowledge loop's collection, one lock per process for read-modify-write."""
+    """Cards in the knowledge loop's collection. Every read-modify-write of a card holds that
+    card's lock: in Redis with bot replicas (RedisLocks), so two experts answering at once on
+    two replicas are still told apart — one relayed, the other told it was answered already —
+    and a reminder is sent by one replica only."""
 
-    def __init__(self, loop: LoopRecords) -> None:
+    def __init__(self, loop: LoopRecords, locks: ConversationLocks | None = None) -> None:
         self.loop = loop
-        self.lock = asyncio.Lock()
+        self.locks: ConversationLocks = locks or MemoryLocks()
         self._vectors: dict[str, tuple[float, ...]] = {}
+
+    def locked(self, card_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the card's lock for a read-modify-write."""
+        return self.locks.hold(f"card:{card_id}")
 
     @staticmethod
     def _doc_id(card_id: str) -> str:

@@ -197,7 +197,7 @@ class Escalations:
                 log.warning("could not post a card to experts chat %s: %s", chat_id, exc)
                 continue
             card.posted.append((chat_id, sent.message_id))
-        async with self.cards.lock:
+        async with self.cards.locked(card.id):
             # An expert may have answered already: keep their reply, add where it was posted.
             latest = await self.cards.get(card.id) or card
             latest.posted = card.posted
@@ -232,7 +232,7 @@ class Escalations:
         user = message.from_user
         if user is None:
             return
-        async with self.cards.lock:
+        async with self.cards.locked(card_id):
             card = await self.cards.get(card_id)
             if card is None:
                 await message.reply(t("card_gone", user))
@@ -293,7 +293,7 @@ class Escalations:
     async def save(self, card_id: str, n: int, user: User, chat_id: int) -> tuple[bool, str]:
         """Save the n-th reply to the knowledge base (an expert's press): whether it was
         saved, and what to tell them."""
-        async with self.cards.lock:
+        async with self.cards.locked(card_id):
             card = await self.cards.get(card_id)
             if card is None or not 0 <= n < len(card.replies):
                 return False, t("card_gone", user)

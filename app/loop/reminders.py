@@ -38,7 +38,7 @@ class Reminders:
         for card in await self.cards.all():
             if not self._due(card, now):
                 continue
-            async with self.cards.lock:
+            async with self.cards.locked(card.id):
                 # Noted first, under the lock: an answer that just came in is not reminded.
                 latest = await self.cards.get(card.id)
                 if latest is None or not self._due(latest, now):

@@ -77,7 +77,7 @@ class Reviews:
         except TelegramAPIError as exc:
             log.warning("could not post a review card to chat %s: %s", self.chat, exc)
             return None
-        async with self.cards.lock:
+        async with self.cards.locked(card.id):
             latest = await self.cards.get(card.id) or card
             latest.posted.append((self.chat, sent.message_id))
             await self.cards.save(latest)
@@ -99,7 +99,7 @@ class Reviews:
 
     async def add_comment(self, bot: Bot, card_id: str, comment: str) -> None:
         """The employee's comment on the 👎 joins its card."""
-        async with self.cards.lock:
+        async with self.cards.locked(card_id):
             card = await self.cards.get(card_id)
             if card is None:
                 return
@@ -128,7 +128,7 @@ class Reviews:
         """The correct answer (a reply in the review chat): a golden-set item, in the JSONL
         file and, with Langfuse, in its dataset linked to the source trace."""
         user = message.from_user
-        async with self.cards.lock:
+        async with self.cards.locked(card_id):
             card = await self.cards.get(card_id)
             if card is None or card.kind is not CardKind.REVIEW:
                 await message.reply(t("card_gone", user))
@@ -201,7 +201,7 @@ class Reviews:
         # Posted without the cards' lock held (escalate takes it to note where it went).
         if not await self.escalations.escalate(bot, escalation):
             return t("expert_unreachable", user)
-        async with self.cards.lock:
+        async with self.cards.locked(card_id):
             latest = await self.cards.get(card_id) or card
             latest.escalation = escalation.id
             latest.notes.append(text_in(self._lang(card), "review_escalated", title=config.label))
@@ -211,7 +211,7 @@ class Reviews:
 
     async def done(self, bot: Bot, card_id: str, user: User) -> str | None:
         """ "Done": the card is closed (its buttons go)."""
-        async with self.cards.lock:
+        async with self.cards.locked(card_id):
             card = await self.cards.get(card_id)
             if card is None:
                 return t("card_gone", user)

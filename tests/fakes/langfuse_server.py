@@ -12,6 +12,13 @@ Routes (anything else is a 404):
 - POST /api/public/v2/datasets (upsert by name), GET /api/public/v2/datasets/{name},
   POST /api/public/dataset-items (upsert by id), GET /api/public/dataset-items?datasetName=...
   (paged), GET /api/public/projects: what datasets and experiments (`run_experiment`) use.
+- Reading back (`langfuse.api`, cursor-paged): GET /api/public/v3/scores
+  (the scores accepted, by id, last write wins; ?name=), GET /api/public/v2/observations (the
+  spans accepted, with their trace's tags; ?name=&userId=&traceId=&type=, and by start time
+  and root: ?fromStartTime=&toStartTime=&isRootObservation=) and
+  GET /api/public/experiments (the experiments the spans name, with metadata and run scores).
+- DELETE /api/public/traces/{id} and DELETE /api/public/traces {"traceIds": [...]}: the traces
+  are gone from the observations listed (the spans stay in the record, `deleted_traces()`).
 
 Every request is recorded (method, path, query, headers, raw body). Requests without Basic
 authorization get a 401, like Langfuse. With `hang` set, requests are recorded and then never
@@ -56,6 +63,10 @@ PROMPTS_PATH = "/api/public/v2/prompts"
 DATASETS_PATH = "/api/public/v2/datasets"
 DATASET_ITEMS_PATH = "/api/public/dataset-items"
 PROJECTS_PATH = "/api/public/projects"
+SCORES_V3_PATH = "/api/public/v3/scores"
+OBSERVATIONS_PATH = "/api/public/v2/observations"
+EXPERIMENTS_PATH = "/api/public/experiments"
+TRACES_PATH = "/api/public/traces"
 PROJECT_ID = "project-test"
 SECRET_KEY = "sk-lf-test-secret"
 
@@ -97,6 +108,7 @@ class ExportedSpan:
     parent_span_id: str
     scope: str
     attributes: dict[str, Any]
+    start_time_ns: int = 0
 
 
 def _value(value: AnyValue) -> Any:
@@ -125,6 +137,7 @@ def decode_otlp(data: bytes) -> list[ExportedSpan]:
                         span.parent_span_id.hex(),
                         scope_spans.scope.name,
                         attributes,
+                        span.start_time_unix_nano,
                     )
                 )
     return spans
@@ -132,6 +145,27 @@ def decode_otlp(data: bytes) -> list[ExportedSpan]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _iso_ns(nanoseconds: int) -> str:
+    when = datetime.fromtimestamp(nanoseconds / 1e9, UTC) if nanoseconds else datetime.now(UTC)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _by_start(rows: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
+    """Observations filtered by fromStartTime, toStartTime (ISO) and isRootObservation."""
+
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    if "fromStartTime" in query:
+        rows = [r for r in rows if parse(r["startTime"]) >= parse(query["fromStartTime"])]
+    if "toStartTime" in query:
+        rows = [r for r in rows if parse(r["startTime"]) < parse(query["toStartTime"])]
+    if "isRootObservation" in query:
+        root = query["isRootObservation"] == "true"
+        rows = [r for r in rows if r["isRootObservation"] == root]
+    return rows
 
 
 class FakeLangfuse:
@@ -145,6 +179,8 @@ class FakeLangfuse:
         # Datasets by name, and their items by id (as the API returns them).
         self._datasets: dict[str, dict[str, Any]] = {}
         self._dataset_items: dict[str, dict[str, Any]] = {}
+        # Traces deleted through DELETE /api/public/traces[/{id}]: no longer listed.
+        self._deleted_traces: set[str] = set()
         self._answer = threading.Event()
         self.hang = hang
         self._httpd = self._listen(0)
@@ -212,6 +248,91 @@ class FakeLangfuse:
                 if event.get("type") == "score-create":
                     scores.append(event["body"])
         return scores
+
+    def scores_v3(self) -> list[dict[str, Any]]:
+        """The accepted scores as GET /api/public/v3/scores returns them (one per id)."""
+        by_id: dict[str, dict[str, Any]] = {}
+        for body in self.scores():
+            score_id = body.get("id") or uuid.uuid4().hex
+            if body.get("datasetRunId"):
+                subject = {"kind": "experiment", "id": body["datasetRunId"]}
+            else:
+                subject = {"kind": "trace", "id": body.get("traceId")}
+            kind = body.get("dataType") or "NUMERIC"
+            value = bool(body["value"]) if kind == "BOOLEAN" else body["value"]
+            by_id[score_id] = {
+                "id": score_id, "projectId": PROJECT_ID, "name": body["name"], "value": value,
+                "dataType": kind, "source": "API", "timestamp": _now(),
+                "environment": body.get("environment") or "default", "createdAt": _now(),
+                "updatedAt": _now(), "comment": body.get("comment"), "subject": subject,
+            }  # fmt: skip
+        return list(by_id.values())
+
+    def observations(self) -> list[dict[str, Any]]:
+        """The accepted spans as GET /api/public/v2/observations returns them (the trace's
+        tags, set on any of its spans, on each)."""
+        deleted = self.deleted_traces()
+        spans = [span for span in self.spans() if span.trace_id not in deleted]
+        tags: dict[str, list[str]] = {}
+        for span in spans:
+            tags.setdefault(span.trace_id, [])
+            for tag in span.attributes.get("langfuse.trace.tags") or ():
+                if tag not in tags[span.trace_id]:
+                    tags[span.trace_id].append(tag)
+        return [
+            {
+                "id": span.span_id,
+                "traceId": span.trace_id,
+                "startTime": _iso_ns(span.start_time_ns),
+                "projectId": PROJECT_ID,
+                "name": span.name,
+                "type": str(span.attributes.get("langfuse.observation.type", "span")).upper(),
+                "parentObservationId": span.parent_span_id or None,
+                # Langfuse's logical roots: no parent, or marked so by the SDK (a span started
+                # in a given trace context has a remote parent).
+                "isRootObservation": not span.parent_span_id
+                or bool(span.attributes.get("langfuse.internal.as_root"))
+                or bool(span.attributes.get("langfuse.internal.is_app_root")),
+                "userId": span.attributes.get("user.id"),
+                "tags": tags[span.trace_id],
+            }
+            for span in spans
+        ]
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """The experiments the accepted spans name, as GET /api/public/experiments returns
+        them with fields=core,metadata,scores."""
+        found: dict[str, dict[str, Any]] = {}
+        items: dict[str, set[str]] = {}
+        for span in self.spans():
+            experiment_id = span.attributes.get("langfuse.experiment.id")
+            if not experiment_id:
+                continue
+            metadata = span.attributes.get("langfuse.experiment.metadata")
+            found.setdefault(experiment_id, {
+                "id": experiment_id, "name": span.attributes.get("langfuse.experiment.name"),
+                "startTime": _now(), "endTime": _now(),
+                "datasetId": span.attributes.get("langfuse.experiment.dataset.id"),
+                "metadata": json.loads(metadata) if metadata else None,
+            })  # fmt: skip
+            items.setdefault(experiment_id, set()).add(
+                str(span.attributes.get("langfuse.experiment.item.id"))
+            )
+        scores = [s for s in self.scores_v3() if s["subject"]["kind"] == "experiment"]
+        for experiment_id, experiment in found.items():
+            experiment["itemCount"] = len(items[experiment_id])
+            experiment["scores"] = [s for s in scores if s["subject"]["id"] == experiment_id]
+        return list(found.values())
+
+    def deleted_traces(self) -> set[str]:
+        """Ids of the traces deleted through the API."""
+        with self._lock:
+            return set(self._deleted_traces)
+
+    def delete_traces(self, trace_ids: list[str]) -> None:
+        """DELETE /api/public/traces[/{id}]: the traces' observations are no longer listed."""
+        with self._lock:
+            self._deleted_traces.update(trace_ids)
 
     def datasets(self) -> dict[str, dict[str, Any]]:
         """The stored datasets by name (copies)."""
@@ -409,6 +530,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
     def _handle(self, method: str) -> None:
         fake = self.server.fake
         url = urlsplit(self.path)
@@ -446,6 +570,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(207, {"successes": successes, "errors": []})
         elif path.startswith((DATASETS_PATH, DATASET_ITEMS_PATH, PROJECTS_PATH)):
             self._datasets_route(request)
+        elif method == "GET" and path in (SCORES_V3_PATH, OBSERVATIONS_PATH, EXPERIMENTS_PATH):
+            self._read_route(request)
+        elif method == "DELETE" and path.startswith(TRACES_PATH):
+            one = unquote(path[len(TRACES_PATH) + 1 :])
+            self.server.fake.delete_traces([one] if one else request.json()["traceIds"])
+            self._send_json(200, {"message": "Traces deleted"})
         elif method == "GET" and path.startswith(PROMPTS_PATH + "/"):
             self._get_prompt(request)
         elif method == "POST" and path == PROMPTS_PATH:
@@ -486,6 +616,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"data": data, "meta": meta})
         else:
             self._send_json(404, {"message": f"no route {method} {path}"})
+
+    def _read_route(self, request: RecordedRequest) -> None:
+        """The cursor-paged lists, filtered by the query's fields (the cursor is an offset)."""
+        fake, query = self.server.fake, request.query
+        if request.path == SCORES_V3_PATH:
+            rows, filters = fake.scores_v3(), {"name": "name"}
+        elif request.path == OBSERVATIONS_PATH:
+            rows = fake.observations()
+            filters = {"name": "name", "userId": "userId", "traceId": "traceId", "type": "type"}
+            rows = _by_start(rows, query)
+        else:
+            rows, filters = fake.experiments(), {"name": "name", "id": "id"}
+        for param, key in filters.items():
+            if param in query:
+                rows = [r for r in rows if str(r.get(key)) in query[param].split(",")]
+        start, limit = int(query.get("cursor") or 0), int(query.get("limit") or 50)
+        more = start + limit < len(rows)
+        meta = {"limit": limit} | ({"cursor": str(start + limit)} if more else {})
+        self._send_json(200, {"data": rows[start : start + limit], "meta": meta})
 
     def _get_prompt(self, request: RecordedRequest) -> None:
         name = unquote(request.path[len(PROMPTS_PATH) + 1 :])

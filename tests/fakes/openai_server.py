@@ -199,7 +199,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fake = self.server.fake
-        fake._record(RecordedRequest("GET", self.path, self._headers(), {}))
+        fault = fake._record(RecordedRequest("GET", self.path, self._headers(), {}))
+        if fault is not None and fault.kind == "status":  # e.g. a server still loading
+            self._send_json(fault.status, {"error": {"message": fault.message}})
+            return
         if self.path != "/v1/models":
             self._send_json(404, {"error": {"message": f"no route {self.path}", "code": 404}})
             return

@@ -18,6 +18,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import (
     CallbackQuery,
+    InlineKeyboardMarkup,
     Message,
     MessageGenerationStopped,
     ReplyParameters,
@@ -27,7 +28,14 @@ from aiogram.utils.chat_action import ChatActionSender
 
 from app.bot import conversation
 from app.bot.access import Access
-from app.bot.keyboards import ClarifyOption, feedback_buttons, option_buttons, with_sources
+from app.bot.keyboards import (
+    ClarifyOption,
+    FreshAnswer,
+    feedback_buttons,
+    option_buttons,
+    with_fresh,
+    with_sources,
+)
 from app.bot.limits import RateLimiter
 from app.bot.locks import ConversationLocks
 from app.bot.render import LIMIT, result_messages, rich_answer
@@ -167,6 +175,8 @@ class Answering:
         markup = None
         if result.kind is ResultKind.ANSWER:
             markup = with_sources(feedback_buttons(result.trace_id), result.sources)
+            if result.cached:
+                markup = with_fresh(markup, t("fresh_answer", user))
         elif result.kind is ResultKind.CLARIFY:
             markup = option_buttons(result.options)
         if result.kind is ResultKind.ERROR:
@@ -178,8 +188,12 @@ class Answering:
             # Reactions on any part of the answer rate it; a 👎 records what was asked.
             record = {
                 "trace": result.trace_id,
+                # Who asked: `python -m app forget-user` finds the records of a person by it.
+                "asker": user.id,
                 "question": request.message,
                 "query": result.query,
+                # The answer cache's entry: a 👎 evicts it.
+                "cache": result.cache_entry,
                 "collections": list(request.collections),
                 "language": result.language,
             }
@@ -369,6 +383,39 @@ async def clarified(
         await _note(loop, user, request, result, None)
 
 
+async def fresh(
+    query: CallbackQuery,
+    *,
+    bot: Bot,
+    state: FSMContext,
+    fsm_storage: BaseStorage,
+    answering: Answering,
+    access: Access,
+) -> None:
+    """ "Fresh answer" under a cached answer: its standalone question again, past the cache,
+    in what the presser may read now; the new answer replaces the cached one."""
+    message, user = query.message, query.from_user
+    record: dict[str, object] = {}
+    if isinstance(message, Message):
+        record = await conversation.message_record(
+            fsm_storage, bot.id, message.chat.id, message.message_id
+        )
+    if not isinstance(message, Message) or "query" not in record:
+        await query.answer(t("option_gone", user), show_alert=True)
+        return
+    await query.answer()
+    talk = await conversation.load(state)
+    scope = await search_scope(access, talk, user.id, message.chat)
+    if not scope:
+        await message.answer(t("no_access", user))
+        return
+    # Pressed once: the button goes, the rating buttons and sources stay.
+    keep = message.reply_markup.inline_keyboard[:-1] if message.reply_markup else []
+    await message.edit_reply_markup(reply_markup=InlineKeyboardMarkup(inline_keyboard=keep))
+    request = ChainRequest(str(record["query"]), scope, user_id=str(user.id), fresh=True)
+    await answering.run(message, bot, user, request, fsm_storage)
+
+
 async def stopped(event: MessageGenerationStopped, answering: Answering) -> None:
     """The stop button under a streamed draft: end that run (it answers with what it wrote)."""
     if not answering.stop(event.chat.id, event.draft_id):
@@ -380,5 +427,6 @@ def router() -> Router:
     built = Router(name=__name__)
     built.message.register(ask, F.text)
     built.callback_query.register(clarified, ClarifyOption.filter())
+    built.callback_query.register(fresh, FreshAnswer.filter())
     built.stopped_message_generation.register(stopped)
     return built

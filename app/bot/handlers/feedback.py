@@ -24,6 +24,7 @@ from aiogram.types import (
 from app.bot import conversation
 from app.bot.keyboards import Feedback
 from app.bot.texts import t
+from app.cache import AnswerCache
 from app.loop.cards import Card
 from app.loop.escalation import Escalations
 from app.loop.records import GapRecord, LoopRecords, Outcome, note_gap
@@ -61,6 +62,7 @@ async def rated(
     loop: LoopRecords | None = None,
     escalations: Escalations | None = None,
     reviews: Reviews | None = None,
+    cache: AnswerCache | None = None,
 ) -> None:
     """Record the rating; after a thumbs-down, ask what was wrong (a ForceReply), post a
     review card (BOT_REVIEW_CHAT) and offer to ask an expert (when the collections have some)."""
@@ -89,7 +91,7 @@ async def rated(
     )
     record: dict[str, object] = {"trace": callback_data.trace, "comment_by": user.id}
     noted, card = await _rated_down(
-        RatedDown(loop, escalations, reviews, fsm_storage, bot),
+        RatedDown(loop, escalations, reviews, fsm_storage, bot, cache),
         chat_id=message.chat.id,
         message_id=message.message_id,
         user=user,
@@ -160,6 +162,7 @@ async def reacted(
     loop: LoopRecords | None = None,
     escalations: Escalations | None = None,
     reviews: Reviews | None = None,
+    cache: AnswerCache | None = None,
 ) -> None:
     """A 👍 or 👎 reaction on an answer: the same score as the buttons (a change updates it);
     a 👎 also posts a review card."""
@@ -173,7 +176,7 @@ async def reacted(
     _score(tracer, str(record["trace"]), user, up=added == {UP})
     if added == {DOWN}:
         await _rated_down(
-            RatedDown(loop, escalations, reviews, fsm_storage, bot),
+            RatedDown(loop, escalations, reviews, fsm_storage, bot, cache),
             chat_id=event.chat.id,
             message_id=event.message_id,
             user=user,
@@ -189,6 +192,8 @@ class RatedDown:
     reviews: Reviews | None
     storage: BaseStorage
     bot: Bot
+    # The answer cache: a disliked answer is not served again.
+    cache: AnswerCache | None = None
 
 
 async def _rated_down(
@@ -198,6 +203,8 @@ async def _rated_down(
     card when there is a review chat. Returns what the answer's message noted (for an expert's
     card; None when the loop is off or it has expired) and the review card posted."""
     record = await conversation.message_record(to.storage, to.bot.id, chat_id, message_id)
+    if to.cache is not None and record.get("cache"):
+        await to.cache.evict(str(record["cache"]))
     if to.loop is not None and "question" in record:
         await note_gap(
             to.loop,

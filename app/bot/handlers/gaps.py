@@ -2,7 +2,6 @@
 own (grouped by meaning), each with "Answer" — the owner writes the answer as a reply, and it
 becomes a Q&A document of that collection, which the bot answers from next time."""
 
-import html
 import logging
 
 from aiogram import Bot, F, Router
@@ -12,9 +11,10 @@ from aiogram.types import CallbackQuery, ForceReply, Message, User
 
 from app.bot import conversation
 from app.bot.access import Access
-from app.bot.keyboards import AnswerGap, answer_gap_buttons
+from app.bot.keyboards import AnswerGap
 from app.bot.texts import language_of, t
 from app.loop.answers import save_answer
+from app.loop.digest import post_gaps
 from app.loop.gaps import report
 from app.loop.records import LoopRecords, parse_since
 from ingestion.pipeline import Ingestor
@@ -50,25 +50,15 @@ async def gaps(
     if not found:
         await message.answer(t("gaps_none", user, days=days))
         return
-    lines = [html.escape(t("gaps_head", user, days=days))]
-    for n, gap in enumerate(found, 1):
-        where = ", ".join(access.collections[c].label for c in gap.collections if c in owned)
-        lines.append(
-            f"\n<b>{n}.</b> {html.escape(gap.question)} — {gap.count}x ({html.escape(where)})"
-        )
-        lines += [f"   <i>{html.escape(example)}</i>" for example in gap.examples[1:]]
-    sent = await message.answer(
-        "\n".join(lines),
-        parse_mode="HTML",
-        reply_markup=answer_gap_buttons(len(found), t("gap_button", user, n="{n}")),
-    )
-    # What each button stands for: the question, and the owned collection it goes to.
-    listing = [
-        [gap.question, next(c for c in gap.collections if c in owned), gap.records[0].language]
-        for gap in found
-    ]
-    await conversation.mark_messages(
-        fsm_storage, bot.id, message.chat.id, [sent.message_id], {"gaps": listing}
+    await post_gaps(
+        bot,
+        fsm_storage,
+        message.chat.id,
+        language=language_of(user),
+        head=t("gaps_head", user, days=days),
+        found=found,
+        owned=owned,
+        access=access,
     )
 
 

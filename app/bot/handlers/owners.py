@@ -178,10 +178,13 @@ async def _listing(store: VectorStore, config: CollectionConfig, user: User | No
     if not documents:
         return t("docs_none", user, title=config.label)
     lines = [t("docs_count", user, title=config.label, count=len(documents))]
-    lines += [
-        t("docs_line", user, doc=d.doc_id, title=d.title, chunks=d.stored_chunks)
-        for d in documents[:100]
-    ]
+    for d in documents[:100]:
+        lines.append(t("docs_line", user, doc=d.doc_id, title=d.title, chunks=d.stored_chunks))
+        if d.synced_at is not None:
+            # A synced document: where it comes from (folder path, URL) and when a sync last
+            # found it current.
+            when = f"{d.synced_at:%Y-%m-%d %H:%M}"
+            lines.append(t("docs_synced", user, source=d.source, when=when))
     return "\n".join(lines)[:4000]
 
 

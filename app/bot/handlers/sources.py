@@ -5,15 +5,18 @@ so a revoked member, a stale button or forged callback data finds nothing."""
 
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiogram import Router
-from aiogram.types import CallbackQuery, Message
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.types import CallbackQuery, FSInputFile, Message
 
 from app.bot.access import Access
 from app.bot.keyboards import OpenSource
 from app.bot.render import passage_message
 from app.bot.scope import readable
 from app.bot.texts import language_of, t
+from ingestion.pipeline import Ingestor
 from kb.schema import Chunk
 from kb.store import VectorStore
 
@@ -30,7 +33,11 @@ async def find_chunk(store: VectorStore, point_id: str, collections: Sequence[st
 
 
 async def open_source(
-    query: CallbackQuery, callback_data: OpenSource, access: Access, store: VectorStore
+    query: CallbackQuery,
+    callback_data: OpenSource,
+    access: Access,
+    store: VectorStore,
+    ingestor: Ingestor | None = None,
 ) -> None:
     """Quote the cited passage (and send the uploaded original) if this chat may read it."""
     user, message = query.from_user, query.message
@@ -50,8 +57,23 @@ async def open_source(
     pages = [chunk.page] if chunk.page is not None else []
     text = passage_message(chunk.title or chunk.doc_id, chunk.text, pages, language_of(user))
     await message.reply(text, parse_mode="HTML")
+    originals = ingestor.originals if ingestor is not None else None
+    kept = originals.find(chunk.collection, chunk.doc_id) if originals is not None else None
+    await send_original(message, chunk, kept)
+
+
+async def send_original(message: Message, chunk: Chunk, kept: Path | None) -> None:
+    """The uploaded original: by its Telegram file id, or the copy kept in ORIGINALS_DIR when
+    the id is gone (re-ingested from the folder) or Telegram no longer knows it."""
     if chunk.file_id:
-        await message.answer_document(chunk.file_id)
+        try:
+            await message.answer_document(chunk.file_id)
+            return
+        except TelegramBadRequest:
+            if kept is None:
+                raise
+    if kept is not None:
+        await message.answer_document(FSInputFile(kept, filename=chunk.doc_id))
 
 
 def router() -> Router:
