@@ -2,7 +2,7 @@
 
 import logging
 import math
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -506,19 +506,19 @@ class ServerStore:
 
     async def release(self, name: str) -> Versions:
         """Point the alias at the candidate; delete the version before the old live one."""
-        async with self._reachable():
-            versions = await self._existing_versions(name)
-            after, doomed = released(versions)
-            await self._point(name, versions, after)
-            for physical in doomed:
-                await self._client.delete_collection(physical)
-        return after
+        return await self._switch(name, released)
 
     async def rollback(self, name: str) -> Versions:
         """Point the alias back at the previous version."""
+        return await self._switch(name, rolled_back)
+
+    async def _switch(
+        self, name: str, plan: Callable[[Versions], tuple[Versions, list[str]]]
+    ) -> Versions:
+        """Move the alias as the plan says, then delete the versions it leaves behind."""
         async with self._reachable():
             versions = await self._existing_versions(name)
-            after, doomed = rolled_back(versions)
+            after, doomed = plan(versions)
             await self._point(name, versions, after)
             for physical in doomed:
                 await self._client.delete_collection(physical)

@@ -10,7 +10,6 @@ collection, checked again under the lock. A digest that could not be delivered t
 """
 
 import asyncio
-import contextlib
 import hashlib
 import html
 import logging
@@ -26,6 +25,7 @@ from app.bot.access import Access
 from app.bot.keyboards import answer_gap_buttons
 from app.bot.locks import ConversationLocks
 from app.bot.texts import text_in
+from app.loop.background import BackgroundTask
 from app.loop.gaps import Gap, report
 from app.loop.records import LOOP_COLLECTION, LoopRecords
 from kb.schema import Chunk, ChunkVectors, SparseVector, point_id
@@ -78,7 +78,7 @@ async def post_gaps(
     await conversation.mark_messages(storage, bot.id, chat_id, [sent.message_id], {"gaps": listing})
 
 
-class Digest:
+class Digest(BackgroundTask):
     """The digest task, and one round of it."""
 
     def __init__(
@@ -97,7 +97,6 @@ class Digest:
         self.storage = storage
         self.weekday = WEEKDAYS.index(weekday) if weekday in WEEKDAYS else None
         self.hour = hour
-        self._task: asyncio.Task[None] | None = None
 
     async def send_due(self, bot: Bot, now: datetime | None = None) -> int:
         """Send this week's digest if it is due and was not sent yet; returns how many owners
@@ -172,16 +171,8 @@ class Digest:
 
     async def start(self, bot: Bot) -> None:
         """Start the task (Dispatcher start-up); none when the digest is off."""
-        if self.weekday is not None and self._task is None:
-            self._task = asyncio.create_task(self._run(bot), name="gaps-digest")
-
-    async def stop(self) -> None:
-        """Stop the task (Dispatcher shut-down)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.weekday is not None:
+            self._begin(self._run(bot), "gaps-digest")
 
     async def _run(self, bot: Bot) -> None:
         # Checked at start (a restart on the day still sends it) and every ten minutes.

@@ -3,7 +3,6 @@ BOT_ESCALATION_REMIND_S, by a background task of the bot (started and stopped wi
 Dispatcher). The reminder replies to the card and carries its tag, so replying to it answers."""
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -12,19 +11,19 @@ from aiogram.exceptions import TelegramAPIError
 
 from app.bot.access import Access
 from app.bot.texts import text_in
+from app.loop.background import BackgroundTask
 from app.loop.cards import Card, CardKind, CardStore, Status
 
 log = logging.getLogger(__name__)
 
 
-class Reminders:
+class Reminders(BackgroundTask):
     """The reminder task and one round of it."""
 
     def __init__(self, cards: CardStore, access: Access, every_s: float) -> None:
         self.cards = cards
         self.access = access
         self.every = timedelta(seconds=every_s)
-        self._task: asyncio.Task[None] | None = None
 
     def _due(self, card: Card, now: datetime) -> bool:
         waiting = card.kind is CardKind.ESCALATION and card.status is Status.OPEN
@@ -58,16 +57,8 @@ class Reminders:
 
     async def start(self, bot: Bot) -> None:
         """Start the task (Dispatcher start-up); none when the interval is 0."""
-        if self.every > timedelta(0) and self._task is None:
-            self._task = asyncio.create_task(self._run(bot), name="escalation-reminders")
-
-    async def stop(self) -> None:
-        """Stop the task (Dispatcher shut-down)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.every > timedelta(0):
+            self._begin(self._run(bot), "escalation-reminders")
 
     async def _run(self, bot: Bot) -> None:
         # Checked a few times per interval (at most every minute): a card is reminded soon
