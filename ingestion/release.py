@@ -37,6 +37,12 @@ def add_release_parsers(commands: Any, collection_arg: Any) -> None:
         default=2,
         help="allowed rise of unsupported numbers and names (2)",
     )
+    release.add_argument(
+        "--max-lost",
+        type=int,
+        default=0,
+        help="golden items allowed to lose the outcome they reach on live (0)",
+    )
     rollback = commands.add_parser(
         "rollback", help="switch a collection back to its previous version"
     )
@@ -87,6 +93,7 @@ async def eval_gate(args: argparse.Namespace, candidate: str) -> int:
     command += ["--limit", str(args.limit)] if args.limit else []
     command += ["--tolerance", str(args.tolerance)]
     command += ["--max-new-unsupported", str(args.max_new_unsupported)]
+    command += ["--max-lost", str(args.max_lost)]
     print(f"evaluating {candidate} against live on the golden set", file=sys.stderr)
     process = await asyncio.create_subprocess_exec(*command)
     code = await process.wait()

@@ -10,7 +10,14 @@ from app.chain.types import ChainResult, Passage, ResultKind, SourceRef
 from app.eval.command import spread
 from app.eval.golden import GoldenError, GoldenItem, read_golden
 from app.eval.metrics import ItemResult, measure, ranks, summarize
-from app.eval.report import read_baseline, regressions, worse_items, write_results
+from app.eval.report import (
+    candidate_verdict,
+    lost_answers,
+    read_baseline,
+    regressions,
+    worse_items,
+    write_results,
+)
 from app.eval.text import Stemmer, has_fact, unsupported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,3 +189,16 @@ def test_limit_takes_every_kind_spread_over_the_set() -> None:
     kinds = [item.kind for item in chosen]
     assert (kinds.count("answer"), kinds.count("not_found"), kinds.count("clarify")) == (6, 2, 2)
     assert {item.collections for item in chosen} == {("company",), ("company-ru",)}
+
+
+def test_a_candidate_that_loses_one_answer_of_many_is_worse() -> None:
+    """One lost answer in fifty is a 0.02 drop, inside the share tolerance: the release gate
+    counts lost answers on their own."""
+    live = [ItemResult(f"q{n}", "answer", "answer", True, 1.0, 1.0, 1.0, 1.0) for n in range(50)]
+    candidate = [*live[:-1], ItemResult("q49", "answer", "not_found", False, 1.0, 1.0, None, 0.0)]
+    shares_only = candidate_verdict(live, candidate, tolerance=0.05, max_unsupported=2, max_lost=1)
+    assert shares_only == []
+    strict = candidate_verdict(live, candidate, tolerance=0.05, max_unsupported=2, max_lost=0)
+    assert strict == ["answers lost: 1 (q49), allowed 0"]
+    assert candidate_verdict(live, live, tolerance=0.05, max_unsupported=2, max_lost=0) == []
+    assert lost_answers(candidate, {r.id: r for r in live}) == ["q49"]

@@ -11,7 +11,7 @@ from typing import Any, TextIO, cast
 from app.eval.golden import GoldenError, GoldenItem, dataset_items, from_dataset_item, read_golden
 from app.eval.judge import Judge, JudgeSettings
 from app.eval.metrics import JUDGED, SHARES, ItemResult, summarize
-from app.eval.report import regressions, worse_items
+from app.eval.report import candidate_verdict, worse_items
 from app.eval.runner import Evaluator, eval_chain
 from app.factory import Services
 from kb.search import HybridSearcher
@@ -144,13 +144,19 @@ async def compare_candidate(args: argparse.Namespace, services: Services) -> dic
         if judge is not None:
             await judge.llm.aclose()
     before, after = summarize(live), summarize(candidate)
-    worse = regressions(after, before, args.tolerance, args.max_new_unsupported)
+    worse = candidate_verdict(
+        live,
+        candidate,
+        tolerance=args.tolerance,
+        max_unsupported=args.max_new_unsupported,
+        max_lost=args.max_lost,
+    )
     if not args.json:
         print_side_by_side(live, candidate, (before, after), sys.stdout)
     return {
         "collections": {name: v.to_dict() for name, v in staged.items()},
         "live": before,
         "candidate": after,
-        "worse": [str(w) for w in worse],
+        "worse": worse,
         "worse_items": worse_items(candidate, {r.id: r for r in live}),
     }

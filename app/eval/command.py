@@ -83,6 +83,12 @@ def add_parser(commands: Any) -> None:
         default=2,
         help="allowed rise of unsupported numbers and names (2)",
     )
+    parser.add_argument(
+        "--max-lost",
+        type=int,
+        default=0,
+        help="with --candidate: items allowed to lose the outcome they reach on live (0)",
+    )
 
 
 def _golden(args: argparse.Namespace) -> list[GoldenItem] | None:

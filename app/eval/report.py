@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.eval.golden import GoldenError
-from app.eval.metrics import JUDGED, KINDS, SHARES, ItemResult
+from app.eval.metrics import JUDGED, KINDS, SHARES, ItemResult, summarize
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -99,6 +99,37 @@ def regressions(
     ):
         found.append(Regression("unsupported", before_unsupported, summary["unsupported"]))
     return found
+
+
+def lost_answers(rows: Sequence[ItemResult], baseline: Mapping[str, ItemResult]) -> list[str]:
+    """Items that reached their expected outcome in the baseline and do not now."""
+    return [
+        row.id
+        for row in rows
+        if (old := baseline.get(row.id)) is not None and old.outcome and not row.outcome
+    ]
+
+
+def candidate_verdict(
+    live: Sequence[ItemResult],
+    candidate: Sequence[ItemResult],
+    *,
+    tolerance: float,
+    max_unsupported: int,
+    max_lost: int,
+) -> list[str]:
+    """What makes a candidate worse than live: a share dropped beyond the tolerance, more new
+    unsupported terms than allowed, or more items than allowed that lost their expected
+    outcome. The last counts items, not shares: on a set of 50, one question that stops
+    being answered is a 0.02 drop, inside any useful tolerance, and still a lost answer."""
+    worse = [
+        str(r)
+        for r in regressions(summarize(candidate), summarize(live), tolerance, max_unsupported)
+    ]
+    lost = lost_answers(candidate, {r.id: r for r in live})
+    if len(lost) > max_lost:
+        worse.append(f"answers lost: {len(lost)} ({', '.join(lost)}), allowed {max_lost}")
+    return worse
 
 
 def _less(now: float | None, before: float | None) -> bool:
