@@ -130,6 +130,8 @@ async def test_gaps_reach_the_owner_and_an_answer_becomes_knowledge(env: Env) ->
     down = next(b for b in buttons(answer) if b.startswith("fb:") and b.endswith(":0"))
     telegram.push_callback(COLLEAGUE, down, answer.message_id)
     await reply(env, COLLEAGUE, "What was wrong?")
+    # Recorded after the replies (the 👎 after asking for a comment): wait for all three.
+    await recorded(env, 3)
 
     # The owner sees both gaps, the parking one counted twice and first.
     telegram.push_message(OWNER, "/gaps")
