@@ -257,24 +257,36 @@ class ServerStore:
                 )
         return count
 
+    async def _pages(
+        self,
+        collection: str,
+        flt: models.Filter | None,
+        *,
+        payload: bool | list[str],
+        vectors: bool,
+        page: int = _SCROLL_PAGE,
+    ) -> AsyncIterator[list[models.Record]]:
+        """Every point the filter selects, a page at a time."""
+        offset: models.ExtendedPointId | None = None
+        while True:
+            records, offset = await self._client.scroll(
+                collection,
+                scroll_filter=flt,
+                limit=page,
+                offset=offset,
+                with_payload=payload,
+                with_vectors=vectors,
+            )
+            yield records
+            if offset is None:
+                return
+
     async def _scroll_payloads(
         self, collection: str, flt: models.Filter | None
     ) -> list[dict[str, Any]]:
-        payloads: list[dict[str, Any]] = []
-        offset: models.ExtendedPointId | None = None
         async with self._existing(collection):
-            while True:
-                records, offset = await self._client.scroll(
-                    collection,
-                    scroll_filter=flt,
-                    limit=_SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=DOCUMENT_FIELDS,
-                    with_vectors=False,
-                )
-                payloads.extend(r.payload or {} for r in records)
-                if offset is None:
-                    return payloads
+            pages = self._pages(collection, flt, payload=list(DOCUMENT_FIELDS), vectors=False)
+            return [r.payload or {} async for records in pages for r in records]
 
     async def document_versions(self, collection: str, doc_id: str) -> list[DocumentInfo]:
         """Each stored version (content hash) of a document, with how many chunks it has."""
@@ -293,17 +305,8 @@ class ServerStore:
             must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]
         )
         moved: list[models.PointStruct] = []
-        offset: models.ExtendedPointId | None = None
         async with self._existing(collection):
-            while True:
-                records, offset = await self._client.scroll(
-                    collection,
-                    scroll_filter=flt,
-                    limit=_SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=True,
-                    with_vectors=True,
-                )
+            async for records in self._pages(collection, flt, payload=True, vectors=True):
                 for record in records:
                     # Point ids hash the logical name (a staged version's chunks keep it).
                     new_id, payload = rekeyed_payload(
@@ -311,8 +314,6 @@ class ServerStore:
                     )
                     vector: Any = record.vector
                     moved.append(models.PointStruct(id=new_id, vector=vector, payload=payload))
-                if offset is None:
-                    break
             for start in range(0, len(moved), UPSERT_BATCH):
                 batch = moved[start : start + UPSERT_BATCH]
                 await self._client.upsert(collection, points=batch, wait=True)
@@ -439,12 +440,9 @@ class ServerStore:
         spec = await self.get_collection(source)
         assert spec is not None
         await self._create(replace(spec, name=target), {"kb_copy_of": source})
-        offset: models.ExtendedPointId | None = None
         async with self._existing(source):
-            while True:
-                records, offset = await self._client.scroll(
-                    source, limit=UPSERT_BATCH, offset=offset, with_payload=True, with_vectors=True
-                )
+            pages = self._pages(source, None, payload=True, vectors=True, page=UPSERT_BATCH)
+            async for records in pages:
                 # Named dense and sparse vectors, as stored: the client's read type is
                 # narrower than its write type.
                 vectors: list[Any] = [r.vector or {} for r in records]
@@ -454,8 +452,6 @@ class ServerStore:
                 ]
                 if points:
                     await self._client.upsert(target, points=points, wait=True)
-                if offset is None:
-                    break
         await self._client.update_collection(
             target, metadata={SPEC_METADATA_KEY: _stored_spec(spec)}
         )
