@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import pytest
 
+from tests.fakes.threaded import ServerThread
+
 logger = logging.getLogger(__name__)
 
 EMAIL, API_TOKEN, PAT = "bot@example.com", "cloud-token-123", "dc-pat-456"
@@ -65,7 +67,7 @@ class FakeConfluence:
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.fake = self
-        self._thread: threading.Thread | None = None
+        self._serving = ServerThread(self._httpd)
 
     @property
     def base_url(self) -> str:
@@ -110,18 +112,12 @@ class FakeConfluence:
 
     def start(self) -> "FakeConfluence":
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        self._serving.start()
         return self
 
     def stop(self) -> None:
         """Stop serving."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
+        self._serving.stop()
 
     # --- the API -------------------------------------------------------------------------
 

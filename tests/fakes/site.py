@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.threaded import ServerThread
+
 logger = logging.getLogger(__name__)
 
 HTML = "text/html; charset=utf-8"
@@ -54,7 +56,7 @@ class FakeSite:
         self.hits: list[Hit] = []
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.site = self
-        self._thread: threading.Thread | None = None
+        self._serving = ServerThread(self._httpd)
 
     @property
     def url(self) -> str:
@@ -116,18 +118,12 @@ class FakeSite:
 
     def start(self) -> "FakeSite":
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        self._serving.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the port."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
+        self._serving.stop()
 
     def _answer(
         self, path: str, if_none_match: str | None, if_modified_since: str | None
